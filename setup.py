@@ -58,6 +58,9 @@ setup(
             "chord-prepare-openr1=chord.prepare.openr1:main",
             "chord-prepare-toolace=chord.prepare.toolace:main",
             "chord-make-tiny-model=chord.tiny_model:main",
+            "chord-eval=recipe.evaluate:main",
+            "chord-compare=recipe.compare:main",
+            "chord-submit=recipe.submit:main",
         ],
         # verl imports these at start-up (verl/__init__.py): the CPU platform, engine and
         # HF rollout replica that let the same trainer run without a GPU.
