@@ -76,8 +76,8 @@ def agg_normalizer(mask: torch.Tensor, mode: str = "token-mean") -> torch.Tensor
     Sum it over micro-batches / ranks to get the ``normalizer`` of :func:`aggregate`.
     """
     check_choice("mode", mode, AGG_MODES)
-    if mask.dim() != 2:
-        raise ValueError(f"mask: expected shape [B, T], got {tuple(mask.shape)}")
+    if not isinstance(mask, torch.Tensor) or mask.dim() != 2:
+        raise ValueError(f"mask: expected a [B, T] tensor, got {getattr(mask, 'shape', type(mask).__name__)}")
     m = check_mask("mask", mask, tuple(mask.shape))
     return AGG_MODES[mode][1](m)
 
