@@ -8,6 +8,7 @@ import pytest
 
 from recipe.eval_data import load_benchmark
 from recipe.eval_generate import Completion, SamplingConfig, choose_backend
+from recipe.eval_vllm import request_seed
 from recipe.evaluate import benchmark_files, evaluate_benchmark, parse_k_per_benchmark, plan_samples
 
 
@@ -139,3 +140,10 @@ def test_evaluate_benchmark_gives_math_truncation_its_reward(tmp_path, tiny_toke
     assert summary.avg_at_k == pytest.approx(1 / 3) and summary.truncation_rate == pytest.approx(1 / 3)
     assert summary.pass_at == {1: pytest.approx(1 / 3), 2: pytest.approx(2 / 3)}
     assert summary.mean_score == pytest.approx(-0.1 / 3)
+
+
+def test_request_seeds_do_not_overlap_between_prompts():
+    n = 8
+    seeds = {request_seed(3, i, n) + j for i in range(100) for j in range(n)}
+    assert len(seeds) == 100 * n
+    assert not seeds & {request_seed(4, i, n) + j for i in range(100) for j in range(n)}
