@@ -4,11 +4,21 @@ from __future__ import annotations
 
 import sys
 from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TextIO
 
 
 class InsufficientDataError(ValueError):
     """Fewer rows qualify than were asked for (and writing fewer was not allowed)."""
+
+
+@dataclass
+class PrepareResult:
+    """What a preparation run wrote (name -> path) and its counts (`DropCounts.as_dict`)."""
+
+    paths: dict[str, Path]
+    counts: dict[str, int] = field(default_factory=dict)
 
 
 class DropCounts:

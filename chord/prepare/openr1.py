@@ -30,11 +30,11 @@ from __future__ import annotations
 
 import argparse
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from chord.prepare.counts import DropCounts, check_enough
+from chord.prepare.counts import DropCounts, PrepareResult, check_enough
 from chord.prepare.formats import expert_row, rl_row, write_expert_parquet, write_rl_parquet
 from chord.prepare.load import load_source, require_columns
 from chord.prepare.text_filters import has_non_english_script, integer_answer
@@ -49,14 +49,6 @@ _LIGHT_COLUMNS = ("problem", "answer", "correctness_math_verify", "finish_reason
 def math_user_turn(problem: str) -> str:
     """The user message for a math problem: the OpenR1 generation instruction, newline, problem."""
     return f"{MATH_INSTRUCTION}\n{problem.strip()}"
-
-
-@dataclass
-class PrepareResult:
-    """Paths written and the counts of the run (also printed)."""
-
-    paths: dict[str, Path]
-    counts: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
