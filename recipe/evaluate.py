@@ -22,6 +22,7 @@ import shutil
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--dtype", default="auto", help="auto (fp32 on CPU, bf16 on GPU), float32, bfloat16, float16"
     )
+    p.add_argument("--score-workers", type=int, default=4, help="threads scoring responses")
     p.add_argument("--batch-size", type=int, default=32, help="HF backend: sequences per generate call")
     p.add_argument("--tensor-parallel-size", type=int, default=1, help="vLLM backend")
     p.add_argument("--gpu-memory-utilization", type=float, default=0.85, help="vLLM backend")
@@ -117,35 +119,52 @@ def plan_samples(
     return plan
 
 
-def score_samples(problem: EvalProblem, completions: list[Completion]) -> list[dict[str, Any]]:
-    """Score each completion with `chord.rewards.compute_score`; the truncation flag travels in
-    `extra_info["truncated"]` so the math reward can give its truncation score."""
+def score_sample(problem: EvalProblem, completion: Completion) -> dict[str, Any]:
+    """Score one completion with `chord.rewards.compute_score`; the truncation flag travels in
+    `extra_info["truncated"]` so the math reward can give its truncation score (-1)."""
     from chord.rewards import compute_score
 
-    samples = []
-    for c in completions:
-        extra_info = {**problem.extra_info, "truncated": c.truncated}
-        result = compute_score(problem.data_source, c.text, problem.ground_truth, extra_info)
-        score = float(result["score"])
-        sample = {"response": c.text, "score": score, "correct": is_correct(score)}
-        sample.update({key: result[key] for key in ("reason", "pred") if key in result})
-        sample.update(num_tokens=c.num_tokens, truncated=c.truncated)
-        samples.append(sample)
-    return samples
+    extra_info = {**problem.extra_info, "truncated": completion.truncated}
+    result = compute_score(problem.data_source, completion.text, problem.ground_truth, extra_info)
+    score = float(result["score"])
+    sample = {"response": completion.text, "score": score, "correct": is_correct(score)}
+    sample.update({key: result[key] for key in ("reason", "pred") if key in result})
+    sample.update(num_tokens=completion.num_tokens, truncated=completion.truncated)
+    return sample
+
+
+def score_samples(
+    problems: list[EvalProblem], completions: list[list[Completion]], workers: int = 4
+) -> list[list[dict[str, Any]]]:
+    """`score_sample` for every (problem, completion), `workers` threads at a time (the math
+    check itself runs in chord.rewards' worker processes); the result has the input's shape."""
+    if workers < 1:
+        raise ValueError(f"--score-workers must be >= 1, got {workers}")
+    jobs = [(p, c) for p, outs in zip(problems, completions, strict=True) for c in outs]
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        flat = iter(list(pool.map(lambda job: score_sample(*job), jobs)))
+    return [[next(flat) for _ in outs] for outs in completions]
 
 
 def evaluate_benchmark(
-    generator: Generator, tokenizer: Any, bench: Benchmark, k: int, n: int, sampling: SamplingConfig
+    generator: Generator,
+    tokenizer: Any,
+    bench: Benchmark,
+    k: int,
+    n: int,
+    sampling: SamplingConfig,
+    score_workers: int = 4,
 ) -> tuple[BenchmarkSummary, list[dict[str, Any]], float]:
     """Generate n samples per problem, score them, summarise. Returns (summary, problems, seconds)."""
     started = time.perf_counter()
     prompts = render_prompts(tokenizer, [p.messages for p in bench.problems])
     completions = generator.generate(prompts, n, sampling)
-    rows = []
     for problem, outs in zip(bench.problems, completions, strict=True):
         if len(outs) != n:
             raise RuntimeError(f"{bench.name} row {problem.row}: backend returned {len(outs)} of {n} samples")
-        samples = score_samples(problem, outs)
+    rows = []
+    scored = score_samples(bench.problems, completions, score_workers)
+    for problem, samples in zip(bench.problems, scored, strict=True):
         rows.append(
             {
                 "row": problem.row,
@@ -217,6 +236,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     )
     if args.max_problems is not None and args.max_problems < 1:
         raise ValueError(f"--max-problems must be >= 1, got {args.max_problems}")
+    if args.score_workers < 1:
+        raise ValueError(f"--score-workers must be >= 1, got {args.score_workers}")
     benchmarks = [load_benchmark(f, args.max_problems) for f in benchmark_files(args.data)]
     plan = plan_samples(
         [b.name for b in benchmarks], args.k, parse_k_per_benchmark(args.k_per_benchmark), args.n_samples
@@ -236,7 +257,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 k_b, n_b = plan[bench.name]
                 print(f"chord-eval: {bench.name}: {len(bench.problems)} problems x {n_b}", file=sys.stderr)
                 summary, rows, seconds = evaluate_benchmark(
-                    generator, generator.tokenizer, bench, k_b, n_b, sampling
+                    generator, generator.tokenizer, bench, k_b, n_b, sampling, args.score_workers
                 )
                 summaries.append(summary)
                 details[bench.name] = {
