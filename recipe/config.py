@@ -1,0 +1,165 @@
+"""The `chord:` config section: one dataclass tree holding every key and its default.
+
+Hydra yaml (`conf/`) only overrides these. `load_chord_config(cfg)` validates the section
+once at start-up: an unknown key, a wrong type or an inconsistent combination fails with a
+message naming the key (e.g. `chord.expert.rows_per_step`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from chord.schedules import build_mu_schedule
+
+
+@dataclass(frozen=True)
+class VariantSpec:
+    """What a loss variant means for the trainer."""
+
+    sft_weighting: str | None  # None: the variant has no SFT term (plain GRPO)
+    uses_expert: bool
+    needs_ref_logp: bool = False
+    needs_quality: bool = False
+    loss: str = "chord"  # "chord" (mixed objective) or "luffy"
+
+
+VARIANTS: dict[str, VariantSpec] = {
+    "grpo": VariantSpec(sft_weighting=None, uses_expert=False),
+    "sft": VariantSpec(sft_weighting="nll", uses_expert=True),
+    "mix": VariantSpec(sft_weighting="nll", uses_expert=True),
+    "chord_mu": VariantSpec(sft_weighting="nll", uses_expert=True),
+    "chord_phi": VariantSpec(sft_weighting="phi", uses_expert=True),
+    "dft": VariantSpec(sft_weighting="dft", uses_expert=True),
+    "iw_sft": VariantSpec(sft_weighting="iw", uses_expert=True, needs_ref_logp=True),
+    "iw_sft_q": VariantSpec(sft_weighting="iw_q", uses_expert=True, needs_ref_logp=True, needs_quality=True),
+}
+
+
+@dataclass
+class MuConfig:
+    """The global coefficient mu: `schedule` picks a `chord.schedules` entry, the rest are its parameters."""
+
+    schedule: str = "constant"  # constant | linear | cosine | adaptive
+    value: float = 0.1  # constant
+    start: float = 1.0  # linear
+    end: float = 0.0
+    steps: int = 100
+    warmup_steps: int = 0  # cosine
+    decay_steps: int = 200
+    peak: float = 0.9
+    valley: float = 0.05
+    tau: float = 0.5  # adaptive: mu = clip(tau - mean on-policy reward, 0, 1)
+
+    def schedule_params(self) -> dict[str, Any]:
+        by_name = {
+            "constant": {"value": self.value},
+            "linear": {"start": self.start, "end": self.end, "steps": self.steps},
+            "cosine": {
+                "warmup_steps": self.warmup_steps,
+                "decay_steps": self.decay_steps,
+                "peak": self.peak,
+                "valley": self.valley,
+            },
+            "adaptive": {"tau": self.tau},
+        }
+        if self.schedule not in by_name:
+            raise ValueError(
+                f"chord.mu.schedule: unknown schedule {self.schedule!r}; known: {sorted(by_name)}"
+            )
+        return by_name[self.schedule]
+
+
+@dataclass
+class ExpertConfig:
+    """The expert (demonstration) parquet buffer merged into every training step."""
+
+    files: list[str] = field(default_factory=list)
+    rows_per_step: int | None = None  # explicit count, or
+    ratio: float | None = None  # ceil(ratio * rollout rows per step)
+    schema: str = "auto"  # auto | messages | prompt_response
+    overflow: str = "truncate"  # truncate | drop (rows over the rollout's prompt/response lengths)
+    shuffle: bool = True
+    seed: int = 0
+    shuffle_window_row_groups: int = 8
+
+
+@dataclass
+class SFTConfig:
+    cutoff_prob: float = 1.0  # phi / nll: tokens with p > cutoff give no gradient (1.0 = off)
+
+
+@dataclass
+class IWConfig:
+    """iw-SFT: w_b = clip(exp(temp * mean_t(sg(logp) - ref_logp)), 0, w_max); reference = initial policy."""
+
+    temp: float = 1.0
+    w_max: float = 16.0
+    normalize: bool = False
+
+
+@dataclass
+class ChordConfig:
+    variant: str = "chord_phi"
+    mu: MuConfig = field(default_factory=MuConfig)
+    expert: ExpertConfig = field(default_factory=ExpertConfig)
+    sft: SFTConfig = field(default_factory=SFTConfig)
+    iw: IWConfig = field(default_factory=IWConfig)
+
+    @property
+    def spec(self) -> VariantSpec:
+        return VARIANTS[self.variant]
+
+    def expert_rows(self, rollout_rows: int) -> int:
+        """Expert rows per step: an explicit count, or ceil(ratio * on-policy rows)."""
+        if not self.spec.uses_expert:
+            return 0
+        if self.expert.rows_per_step is not None:
+            return int(self.expert.rows_per_step)
+        return math.ceil(float(self.expert.ratio) * rollout_rows)
+
+
+def load_chord_config(cfg: DictConfig | dict | None) -> ChordConfig:
+    """Merge `cfg` (the `chord:` section) over the defaults and validate it."""
+    schema = OmegaConf.structured(ChordConfig)
+    try:
+        merged = OmegaConf.merge(schema, cfg if cfg is not None else {})
+    except OmegaConfBaseException as exc:
+        key = getattr(exc, "full_key", None) or ""
+        raise ValueError(f"chord.{key}: {exc.msg if hasattr(exc, 'msg') else exc}") from None
+    chord: ChordConfig = OmegaConf.to_object(merged)
+    _validate(chord)
+    return chord
+
+
+def _validate(chord: ChordConfig) -> None:
+    if chord.variant not in VARIANTS:
+        raise ValueError(f"chord.variant: unknown variant {chord.variant!r}; known: {sorted(VARIANTS)}")
+    try:
+        build_mu_schedule(chord.mu.schedule, **chord.mu.schedule_params())
+    except ValueError as exc:
+        raise ValueError(f"chord.mu: {exc}") from None
+    exp = chord.expert
+    if exp.schema not in ("auto", "messages", "prompt_response"):
+        raise ValueError(
+            f"chord.expert.schema: expected auto, messages or prompt_response, got {exp.schema!r}"
+        )
+    if exp.overflow not in ("truncate", "drop"):
+        raise ValueError(f"chord.expert.overflow: expected truncate or drop, got {exp.overflow!r}")
+    if chord.spec.uses_expert:
+        if not exp.files:
+            raise ValueError(f"chord.expert.files: variant {chord.variant!r} needs expert parquet files")
+        if (exp.rows_per_step is None) == (exp.ratio is None):
+            raise ValueError("chord.expert.rows_per_step / chord.expert.ratio: set exactly one of them")
+        if exp.rows_per_step is not None and exp.rows_per_step < 1:
+            raise ValueError(f"chord.expert.rows_per_step: must be >= 1, got {exp.rows_per_step}")
+        if exp.ratio is not None and not exp.ratio > 0:
+            raise ValueError(f"chord.expert.ratio: must be > 0, got {exp.ratio}")
+    if not 0.0 < chord.sft.cutoff_prob <= 1.0:
+        raise ValueError(f"chord.sft.cutoff_prob: must be in (0, 1], got {chord.sft.cutoff_prob}")
+    if chord.iw.temp <= 0 or chord.iw.w_max <= 0:
+        raise ValueError("chord.iw.temp / chord.iw.w_max: must be > 0")

@@ -1,0 +1,34 @@
+"""chord-rl's verl plugins, loaded by verl at import time (entry-point group `verl.plugins`).
+
+- `cpu_platform`: a "cpu" platform (gloo, host memory, Ray "GPU" slots as FSDP ranks);
+- `cpu_engine`: verl's FSDP engines registered for device "cpu";
+- `hf_rollout`: a transformers-generate rollout replica, `actor_rollout_ref.rollout.name=hf`.
+
+Everything goes through verl's registries; nothing in verl is patched. verl logs plugin import
+errors only at DEBUG, so `python -c "import recipe.plugins"` is the way to see one.
+"""
+
+from __future__ import annotations
+
+from verl.plugin.platform.platform_manager import get_platform
+from verl.workers.rollout.base import _ROLLOUT_REGISTRY
+from verl.workers.rollout.replica import RolloutReplicaRegistry
+
+# The platform must be registered before anything asks verl for its platform (it is resolved
+# once per process), so this import comes first.
+from recipe.plugins import cpu_platform  # noqa: F401,I001  (registration on import)
+
+if get_platform().device_name == "cpu":
+    # Importing verl's FSDP engine is slow: only CPU processes need it registered here.
+    from recipe.plugins import cpu_engine  # noqa: F401
+
+
+def _load_hf_replica():
+    from recipe.plugins.hf_rollout import HFReplica
+
+    return HFReplica
+
+
+RolloutReplicaRegistry.register("hf", _load_hf_replica)
+# verl has no register function for in-worker adapters; its lookup table is this dict.
+_ROLLOUT_REGISTRY[("hf", "async")] = "recipe.plugins.hf_rollout.HFServerAdapter"

@@ -1,0 +1,218 @@
+"""`ChordRayTrainer`: verl's `RayPPOTrainer` with expert rows merged into every actor update.
+
+Why verl's v0 trainer (`RayPPOTrainer.fit`, `trainer.use_v1=false`) and not the v1
+TransferQueue trainer: (1) the batch is a `DataProto` on the driver right up to the actor
+update, so merging expert rows is one concatenation, while v1 keeps rows as keyed entries in
+TransferQueue whose padding, balancing and mini-batch arithmetic all assume rollout-only rows;
+(2) `_update_actor(batch)` is a small method called right after advantages are computed, the
+exact point CHORD needs, so no part of verl's loop is copied; (3) on CPU a v0 step is ~4x faster
+(v1's replay buffer polls every 2 s), which is what makes the embedded demo and CI practical.
+verl 0.9.1 is pinned, so the v0 path cannot disappear under us; porting to v1 means moving
+`_merge_expert_rows` into a TransferQueue write before `_update_actor`.
+
+What this class overrides, and nothing else:
+- `_update_actor`: picks this step's mu, pulls `expert_rows` rows from the expert buffer,
+  tokenised with the policy's chat template and padded to the batch's widths, marks them
+  `is_expert` with advantage 0 (they never entered GRPO group statistics: verl computed the
+  advantages before they joined), adds reference log-probs for iw-SFT, interleaves them evenly
+  over data-parallel ranks and mini-batches, and calls verl's own `_update_actor`;
+- `_save_checkpoint` / `_load_checkpoint`: the expert buffer's cursor rides along in verl's
+  checkpoint folder (`chord_state.json`); mu is a pure function of the step (and reward), so
+  restoring `global_steps` restores it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import numpy as np
+import torch
+from verl import DataProto
+from verl.trainer.ppo.ray_trainer import RayPPOTrainer
+
+from chord.data import ExpertBuffer
+from chord.schedules import build_mu_schedule
+from recipe.actor_loss import IS_EXPERT, MU, QUALITY
+from recipe.config import ChordConfig
+from recipe.workers import NUM_MINI_BATCH
+
+STATE_FILE = "chord_state.json"
+
+# Tensors the actor update reads; everything else in the rollout batch stays on the driver.
+_ACTOR_KEYS = ("prompts", "responses", "input_ids", "attention_mask", "position_ids", "response_mask")
+
+
+class ChordRayTrainer(RayPPOTrainer):
+    def __init__(self, *args: Any, chord: ChordConfig, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.chord = chord
+        self.mu_schedule = build_mu_schedule(chord.mu.schedule, **chord.mu.schedule_params())
+        rollout_rows = self.config.data.train_batch_size * self.config.actor_rollout_ref.rollout.n
+        self.expert_rows = chord.expert_rows(rollout_rows)
+        self.expert_buffer: ExpertBuffer | None = None
+        if self.expert_rows > 0:
+            data_cfg = self.config.data
+            self.expert_buffer = ExpertBuffer(
+                list(chord.expert.files),
+                self.tokenizer,
+                max_prompt_length=data_cfg.max_prompt_length,
+                max_response_length=data_cfg.max_response_length,
+                overflow=chord.expert.overflow,
+                shuffle=chord.expert.shuffle,
+                seed=chord.expert.seed,
+                schema=chord.expert.schema,
+                shuffle_window_row_groups=chord.expert.shuffle_window_row_groups,
+            )
+        self._check_batch_arithmetic(rollout_rows)
+
+    def _check_batch_arithmetic(self, rollout_rows: int) -> None:
+        """Fail at start-up, naming the keys, when expert rows cannot be split like rollout rows."""
+        cfg = self.config
+        actor = cfg.actor_rollout_ref.actor
+        mini_rows = actor.ppo_mini_batch_size * cfg.actor_rollout_ref.rollout.n
+        num_mini_batch = rollout_rows // mini_rows
+        dp = (
+            cfg.trainer.n_gpus_per_node * cfg.trainer.nnodes // actor.get("ulysses_sequence_parallel_size", 1)
+        )
+        blocks = dp * num_mini_batch
+        if self.expert_rows % blocks:
+            raise ValueError(
+                f"chord.expert.rows_per_step: {self.expert_rows} expert rows per step must divide evenly "
+                f"over {dp} data-parallel ranks x {num_mini_batch} mini-batches"
+            )
+        per_rank = (rollout_rows + self.expert_rows) // blocks
+        micro = actor.get("ppo_micro_batch_size_per_gpu")
+        if not actor.use_dynamic_bsz and micro and per_rank % micro:
+            raise ValueError(
+                f"chord.expert.rows_per_step / actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu: each "
+                f"rank's mini-batch holds {per_rank} rows (rollout + expert), not a multiple of {micro}"
+            )
+
+    # ------------------------------------------------------------------ the step
+    def current_mu(self, batch: DataProto) -> float:
+        if self.chord.spec.sft_weighting is None:
+            return 0.0
+        mean_reward = float(batch.batch["token_level_scores"].sum(-1).mean().item())
+        return float(self.mu_schedule(self.global_steps, mean_reward))
+
+    def _update_actor(self, batch: DataProto) -> DataProto:
+        mu = self.current_mu(batch)
+        merged, chord_metrics = self._merge_expert_rows(batch, mu)
+        output = super()._update_actor(merged)
+        output.meta_info["metrics"].update(chord_metrics)
+        return output
+
+    def _merge_expert_rows(self, batch: DataProto, mu: float) -> tuple[DataProto, dict[str, float]]:
+        n_on = len(batch)
+        rollout_cfg = self.config.actor_rollout_ref
+        num_mini_batch = n_on // (rollout_cfg.actor.ppo_mini_batch_size * rollout_cfg.rollout.n)
+        keys = [*_ACTOR_KEYS, "old_log_probs", "advantages"]
+        if "ref_log_prob" in batch.batch.keys():
+            keys.append("ref_log_prob")
+        on_policy = batch.select(
+            batch_keys=keys, non_tensor_batch_keys=[], meta_info_keys=list(batch.meta_info)
+        )
+        on_policy.batch[IS_EXPERT] = torch.zeros(n_on, dtype=torch.bool)
+        metrics = {"chord/mu": mu, "chord/expert_rows": 0.0, "chord/expert_tokens": 0.0}
+        parts = [on_policy]
+        if self.expert_buffer is not None:
+            expert, expert_metrics = self._expert_dataproto(on_policy)
+            metrics.update(expert_metrics)
+            parts.append(expert)
+        if len(parts) > 1 and QUALITY in parts[1].batch.keys():
+            parts[0].batch[QUALITY] = torch.ones(n_on, dtype=torch.float32)
+        merged = DataProto.concat(parts) if len(parts) > 1 else on_policy
+        merged = merged.select_idxs(self._interleave_order(n_on, len(merged) - n_on, num_mini_batch))
+        merged.meta_info.update(on_policy.meta_info)
+        merged.meta_info[MU] = mu
+        merged.meta_info[NUM_MINI_BATCH] = num_mini_batch
+        merged.meta_info["chord_loss_agg_mode"] = rollout_cfg.actor.loss_agg_mode
+        merged.meta_info["global_token_num"] = merged.batch["attention_mask"].sum(-1).tolist()
+        return merged, metrics
+
+    def _expert_dataproto(self, like: DataProto) -> tuple[DataProto, dict[str, float]]:
+        """`expert_rows` rows from the buffer, in the layout (and widths) of the rollout batch."""
+        expert = self.expert_buffer.next_batch(self.expert_rows)
+        prompt_width = like.batch["prompts"].shape[1]
+        response_width = like.batch["responses"].shape[1]
+        padded = expert.to_padded(prompt_width, response_width, self.tokenizer.pad_token_id)
+        n = len(expert.prompt_ids)
+        tensors = {key: padded[key] for key in _ACTOR_KEYS}
+        tensors["old_log_probs"] = torch.zeros(
+            n, response_width, dtype=torch.float32
+        )  # unused for expert rows
+        tensors["advantages"] = torch.zeros(n, response_width, dtype=torch.float32)
+        tensors[IS_EXPERT] = torch.ones(n, dtype=torch.bool)
+        if self.chord.spec.needs_quality:
+            if "quality" not in padded:
+                raise ValueError(
+                    f"chord.variant={self.chord.variant!r} needs a `quality` column in chord.expert.files"
+                )
+            tensors[QUALITY] = padded["quality"].float()
+        out = DataProto.from_dict(tensors=tensors)
+        if "ref_log_prob" in like.batch.keys():
+            if self.chord.spec.needs_ref_logp and "ref_logp" in padded:
+                out.batch["ref_log_prob"] = padded["ref_logp"].float()  # shipped with the data
+            else:
+                out.meta_info["temperature"] = like.meta_info.get("temperature", 1.0)
+                out = out.union(self._compute_ref_log_prob(out))
+        metrics = {f"chord/{key}": float(value) for key, value in expert.metrics.items()}
+        metrics["chord/expert_rows"] = float(n)
+        metrics["chord/expert_tokens"] = float(padded["response_mask"].sum().item())
+        return out, metrics
+
+    def _interleave_order(self, n_on: int, n_expert: int, num_mini_batch: int) -> list[int]:
+        """Row order giving every data-parallel rank and mini-batch an equal share of both kinds.
+
+        verl hands rank r the r-th contiguous chunk and (without shuffling) slices mini-batches
+        contiguously inside it, so both kinds are cut into dp * num_mini_batch equal blocks and
+        laid out block by block.
+        """
+        dp = self._get_dp_size(self.actor_rollout_wg, "actor")
+        blocks = dp * num_mini_batch
+        if n_on % blocks or n_expert % blocks:
+            raise ValueError(
+                f"chord.expert.rows_per_step: {n_expert} expert rows and {n_on} rollout rows must both "
+                f"divide into {blocks} blocks (data-parallel size {dp} x {num_mini_batch} mini-batches)"
+            )
+        on_idx = np.arange(n_on).reshape(blocks, -1)
+        ex_idx = (n_on + np.arange(n_expert)).reshape(blocks, -1)
+        return np.concatenate([on_idx, ex_idx], axis=1).reshape(-1).tolist()
+
+    # ------------------------------------------------------------------ checkpoints
+    def _step_folder(self) -> str:
+        trainer = self.config.trainer
+        if trainer.resume_mode == "resume_path" and trainer.resume_from_path:
+            return trainer.resume_from_path
+        return os.path.join(trainer.default_local_dir, f"global_step_{self.global_steps}")
+
+    def _save_checkpoint(self):
+        result = super()._save_checkpoint()
+        state = {"global_steps": self.global_steps, "expert_buffer": None}
+        if self.expert_buffer is not None:
+            state["expert_buffer"] = self.expert_buffer.state_dict()
+        folder = os.path.join(self.config.trainer.default_local_dir, f"global_step_{self.global_steps}")
+        os.makedirs(folder, exist_ok=True)
+        with open(os.path.join(folder, STATE_FILE), "w") as f:
+            json.dump(state, f)
+        return result
+
+    def _load_checkpoint(self):
+        result = super()._load_checkpoint()
+        if self.global_steps > 0:
+            path = os.path.join(self._step_folder(), STATE_FILE)
+            if not os.path.exists(path):
+                raise FileNotFoundError(
+                    f"{path}: resuming a chord run needs the expert-buffer state saved here"
+                )
+            with open(path) as f:
+                state = json.load(f)
+            if self.expert_buffer is not None:
+                if state.get("expert_buffer") is None:
+                    raise ValueError(
+                        f"{path}: the checkpoint has no expert-buffer state (run had no expert data)"
+                    )
+                self.expert_buffer.load_state_dict(state["expert_buffer"])
+        return result

@@ -1,0 +1,107 @@
+"""verl workers with the CHORD loss (subclasses of verl's own engine workers).
+
+- `ChordTrainingWorker` (verl's `TrainingWorker`): starts a plain gloo process group first on
+  the CPU platform (verl would ask torch for "cpu:gloo,cpu:gloo", which torch rejects); before
+  each mini-batch it sums the on-policy and expert normalisers over all data-parallel ranks (the
+  loss divides by these global counts); it splits a merged batch into the number of
+  mini-batches the driver asks for (expert rows change the row count, not the number of
+  optimizer steps).
+- `ChordActorRolloutRefWorker` (verl's `ActorRolloutRefWorker`): uses the worker above for actor
+  and reference, and installs `chord_actor_loss` after `init_model` (which sets verl's loss).
+"""
+
+from __future__ import annotations
+
+import os
+from functools import partial
+
+import torch
+import torch.distributed as dist
+from tensordict import TensorDict
+from verl.single_controller.base.decorator import MAGIC_ATTR, Dispatch, register
+from verl.utils import tensordict_utils as tu
+from verl.utils.config import omega_conf_to_dataclass
+from verl.utils.device import get_device_name
+from verl.workers.engine_workers import ActorRolloutRefWorker, TrainingWorker
+
+from chord.losses import chord_normalizers
+from recipe.actor_loss import IS_EXPERT, PG_NORMALIZER, SFT_NORMALIZER, chord_actor_loss
+from recipe.config import ChordConfig, load_chord_config
+
+NUM_MINI_BATCH = "chord_num_mini_batch"
+
+
+def init_cpu_process_group() -> None:
+    """On the CPU platform: one gloo process group from the env vars verl's Ray workers set."""
+    if get_device_name() != "cpu" or dist.is_initialized():
+        return
+    dist.init_process_group(
+        backend="gloo",
+        rank=int(os.environ.get("RANK", 0)),
+        world_size=int(os.environ.get("WORLD_SIZE", 1)),
+        init_method=os.environ.get("DIST_INIT_METHOD", None),
+    )
+
+
+class ChordTrainingWorker(TrainingWorker):
+    def __init__(self, config, *args, **kwargs):
+        init_cpu_process_group()
+        super().__init__(config, *args, **kwargs)
+        self.loss_agg_mode = "token-mean"
+
+    def train_mini_batch(self, data: TensorDict) -> TensorDict:
+        num_mini_batch = tu.pop(data, key=NUM_MINI_BATCH, default=None)
+        if num_mini_batch is not None:
+            tu.pop(data, key="mini_batch_size", default=None)
+            tu.assign_non_tensor(data, num_mini_batch=int(num_mini_batch))
+        return super().train_mini_batch(data)
+
+    def train_batch(self, data: TensorDict) -> TensorDict:
+        if IS_EXPERT in data:
+            self._assign_global_normalizers(data)
+        return super().train_batch(data)
+
+    def _assign_global_normalizers(self, data: TensorDict) -> None:
+        """Sum this mini-batch's per-part counts over the data-parallel group."""
+        mask = data["response_mask"]
+        if mask.is_nested:
+            mask = mask.to_padded_tensor(0)
+        agg = tu.get_non_tensor_data(data, "chord_loss_agg_mode", default=self.loss_agg_mode)
+        pg, sft = chord_normalizers(mask.float(), data[IS_EXPERT].bool(), agg)
+        counts = torch.stack([pg, sft]).to(get_device_name())
+        group = self.engine.get_data_parallel_group()
+        if dist.is_initialized():
+            dist.all_reduce(counts, op=dist.ReduceOp.SUM, group=group)
+        tu.assign_non_tensor(data, **{PG_NORMALIZER: counts[0].item(), SFT_NORMALIZER: counts[1].item()})
+
+    # Overriding drops verl's dispatch registration: copy it back, so this worker can also
+    # serve as a Ray worker group of its own (not only inside ActorRolloutRefWorker).
+    for _name in ("train_mini_batch", "train_batch"):
+        setattr(locals()[_name], MAGIC_ATTR, getattr(getattr(TrainingWorker, _name), MAGIC_ATTR))
+    del _name
+
+
+class ChordActorRolloutRefWorker(ActorRolloutRefWorker):
+    actor_worker_cls = ChordTrainingWorker
+    ref_worker_cls = ChordTrainingWorker
+    # The `chord:` section. verl builds workers with (config=actor_rollout_ref, role) only, so
+    # the entry point hands it over as a class attribute of a subclass (`with_chord_config`).
+    chord_config: dict | None = None
+
+    def __init__(self, config, role: str, *args, **kwargs):
+        init_cpu_process_group()
+        super().__init__(config, role, *args, **kwargs)
+        self.chord: ChordConfig = load_chord_config(self.chord_config)
+
+    @classmethod
+    def with_chord_config(cls, chord_config: dict) -> type[ChordActorRolloutRefWorker]:
+        """A subclass carrying `chord_config` (a plain dict), for `ray.remote`."""
+        return type(cls.__name__, (cls,), {"chord_config": chord_config, "__module__": cls.__module__})
+
+    @register(dispatch_mode=Dispatch.ONE_TO_ALL)
+    def init_model(self):
+        super().init_model()
+        if self.actor is not None:
+            actor_config = omega_conf_to_dataclass(self.config.actor)
+            self.actor.loss_agg_mode = actor_config.loss_agg_mode
+            self.actor.set_loss_fn(partial(chord_actor_loss, config=actor_config, chord=self.chord))
