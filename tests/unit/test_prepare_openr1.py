@@ -217,3 +217,13 @@ def test_missing_column_is_named(tmp_path):
 
 def test_user_turn_is_instruction_then_problem():
     assert math_user_turn("  What is 1+1? ") == MATH_INSTRUCTION + "\nWhat is 1+1?"
+
+
+def test_reads_a_local_dataset_folder_and_names_a_missing_path(tmp_path):
+    folder = tmp_path / "OpenR1-Math-220k"
+    (folder / "data").mkdir(parents=True)
+    write_fake_openr1(folder / "data" / "train-00000-of-00001.parquet")
+    result = prepare_openr1(str(folder), tmp_path / "o", num_expert=2, num_rl=2)
+    assert result.counts["problems_read"] == 30
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        prepare_openr1(str(tmp_path / "absent.parquet"), tmp_path / "p", num_expert=1, num_rl=0)
