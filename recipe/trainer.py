@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import zlib
 from typing import Any
 
 import numpy as np
@@ -160,6 +161,8 @@ class ChordRayTrainer(RayPPOTrainer):
                 out = out.union(self._compute_ref_log_prob(out))
         metrics = {f"chord/{key}": float(value) for key, value in expert.metrics.items()}
         metrics["chord/expert_rows"] = float(n)
+        # Which rows were served (CRC32 of their (file, row) ids): resume exactness is checkable.
+        metrics["chord/expert_fingerprint"] = float(zlib.crc32(repr(expert.row_ids).encode()))
         metrics["chord/expert_tokens"] = float(padded["response_mask"].sum().item())
         return out, metrics
 
