@@ -21,9 +21,11 @@ from pathlib import Path
 
 from chord.tiny_model import build_tiny_model
 
-DEMO_MODEL = dict(hidden_size=128, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=256, seed=0)
+DEMO_MODEL = dict(hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=128, seed=0)
 # Validation uses the training problems: the demo shows learning, not generalisation of addition.
-DEMO_TASK = dict(num_train=2048, num_val=64, num_expert=2048, max_operand=9, ops="+", seed=0, val_held_out=False)
+DEMO_TASK = dict(
+    num_train=2048, num_val=64, num_expert=2048, max_operand=9, ops="+", seed=0, val_held_out=False
+)
 
 
 def prepare_assets(workdir: Path) -> None:
@@ -44,7 +46,9 @@ def train(workdir: Path, overrides: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Train the embedded default (tiny model, bundled task, CPU).")
+    parser = argparse.ArgumentParser(
+        description="Train the embedded default (tiny model, bundled task, CPU)."
+    )
     parser.add_argument("--workdir", default="outputs/demo", help="where model, data, run and plot go")
     parser.add_argument("--fresh", action="store_true", help="start over instead of resuming a previous run")
     args, overrides = parser.parse_known_args(argv)

@@ -86,7 +86,9 @@ def test_grpo_variant_equals_verl_ppo_loss_value_and_gradient(dp_size):
     chord_data[IS_EXPERT] = torch.zeros(4, dtype=torch.bool)
     tu.assign_non_tensor(chord_data, **{MU: 0.0, PG_NORMALIZER: float(tokens), SFT_NORMALIZER: 0.0})
     out_chord, flat_chord = _model_output(data)
-    loss_chord, metrics = chord_actor_loss(config, load_chord_config({"variant": "grpo"}), out_chord, chord_data)
+    loss_chord, metrics = chord_actor_loss(
+        config, load_chord_config({"variant": "grpo"}), out_chord, chord_data
+    )
     (grad_chord,) = torch.autograd.grad(loss_chord, flat_chord)
 
     assert loss_chord.item() == pytest.approx(loss_verl.item(), rel=1e-6, abs=1e-7)
@@ -100,7 +102,9 @@ def test_expert_rows_do_not_touch_the_policy_term():
     tokens_all = data["loss_mask"].sum()
     on_tokens = float(tokens_all - data["loss_mask"][3].sum())  # row 3 will be an expert row
     config = _actor_config()
-    chord = load_chord_config({"variant": "chord_phi", "expert": {"files": ["x.parquet"], "rows_per_step": 1}})
+    chord = load_chord_config(
+        {"variant": "chord_phi", "expert": {"files": ["x.parquet"], "rows_per_step": 1}}
+    )
 
     is_expert = torch.tensor([False, False, False, True])
     data[IS_EXPERT] = is_expert
@@ -119,7 +123,9 @@ def test_phi_sft_term_is_weighted_by_mu():
     data = _batch()
     tokens_all = float(data["loss_mask"].sum())
     config = _actor_config()
-    chord = load_chord_config({"variant": "chord_phi", "expert": {"files": ["x.parquet"], "rows_per_step": 4}})
+    chord = load_chord_config(
+        {"variant": "chord_phi", "expert": {"files": ["x.parquet"], "rows_per_step": 4}}
+    )
     data[IS_EXPERT] = torch.ones(4, dtype=torch.bool)
     losses = {}
     for mu in (0.25, 0.5):
