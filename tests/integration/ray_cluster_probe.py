@@ -22,6 +22,15 @@ def main() -> int:
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+    # Look at the working directory first: Ray deletes a job's unpacked working_dir once the
+    # driver disconnects (ray.shutdown), while this process still runs in it.
+    cwd = os.getcwd()
+    paths = [p for p in os.environ.get("CHORD_PROBE_PATHS", "").split(",") if p]
+    exists = {path: os.path.exists(path) for path in paths}
+    # Which copy of our code this process imports (a job's working_dir, or the installed one).
+    # Not `recipe.__file__`: TransferQueue installs a `recipe/` namespace folder too.
+    spec = importlib.util.find_spec("recipe.launch_utils")
+    launch_utils_file = spec.origin if spec else None
     # Inside a Ray job or the Slurm script RAY_ADDRESS names the cluster; never start a new one.
     ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=False)
     try:
@@ -45,21 +54,16 @@ def main() -> int:
     finally:
         ray.shutdown()
 
-    paths = [p for p in os.environ.get("CHORD_PROBE_PATHS", "").split(",") if p]
-    # Which copy of our code this process imports (a job's working_dir, or the installed one).
-    # Not `recipe.__file__`: TransferQueue installs a `recipe/` namespace folder too.
-    spec = importlib.util.find_spec("recipe.launch_utils")
-    launch_utils_file = spec.origin if spec else None
     report = {
         "argv": sys.argv[1:],
-        "cwd": os.getcwd(),
+        "cwd": cwd,
         "host": socket.gethostname(),
         "ray_address": os.environ["RAY_ADDRESS"],
         "alive_nodes": len(alive),
         "node_ids": sorted(node["NodeID"] for node in alive),
         "task_node_ids": sorted(ran_on),
         "resources": resources,
-        "exists": {path: os.path.exists(path) for path in paths},
+        "exists": exists,
         "launch_utils_file": launch_utils_file,
         "env": {k: v for k, v in os.environ.items() if k.startswith(("CHORD_", "NCCL_", "GLOO_"))},
     }
