@@ -68,9 +68,12 @@ def main(argv: list[str] | None = None) -> None:
     rows = read_metrics(workdir / "metrics.jsonl")
     png = plot_reward_and_mu(rows, workdir / "reward_mu.png")
     first, last = rows[0], rows[-1]
+    window = min(10, len(rows))
+    early = sum(r["critic/score/mean"] for r in rows[:window]) / window
+    late = sum(r["critic/score/mean"] for r in rows[-window:]) / window
     print(
-        f"\nchord demo: {len(rows)} steps; on-policy reward {first['critic/score/mean']:.2f} -> "
-        f"{last['critic/score/mean']:.2f}; mu {first['chord/mu']:.2f} -> {last['chord/mu']:.2f}\n"
+        f"\nchord demo: {len(rows)} steps; on-policy reward (mean of {window} steps) {early:.2f} -> "
+        f"{late:.2f}; mu {first['chord/mu']:.2f} -> {last['chord/mu']:.2f}\n"
         f"  metrics:    {workdir / 'metrics.jsonl'}\n  plot:       {png}\n"
         f"  checkpoint: {workdir / 'checkpoints'}"
     )

@@ -40,8 +40,10 @@ def plot_reward_and_mu(rows: list[dict], out: str | Path) -> Path:
     import matplotlib.pyplot as plt
 
     steps = [r["step"] for r in rows]
+    rewards = [r[REWARD] for r in rows]
     fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
-    ax.plot(steps, [r[REWARD] for r in rows], color="tab:blue", label="on-policy reward (mean)")
+    ax.plot(steps, rewards, color="tab:blue", alpha=0.35, label="on-policy reward (step mean)")
+    ax.plot(steps, moving_average(rewards, 10), color="tab:blue", label="on-policy reward (10-step average)")
     ax.set_xlabel("training step")
     ax.set_ylabel("reward", color="tab:blue")
     ax.grid(alpha=0.3)
@@ -50,9 +52,91 @@ def plot_reward_and_mu(rows: list[dict], out: str | Path) -> Path:
         ax2.plot(steps, [r[MU] for r in rows], color="tab:orange", linestyle="--", label="mu")
         ax2.set_ylabel("mu", color="tab:orange")
         ax2.set_ylim(-0.02, 1.02)
+        lines = ax.get_lines() + ax2.get_lines()
+        ax.legend(lines, [line.get_label() for line in lines], loc="upper left", fontsize=8)
     ax.set_title("CHORD on the tiny task: reward and mu per step")
     fig.tight_layout()
     out = Path(out)
     fig.savefig(out)
+    plt.close(fig)
+    return out
+
+
+# Panels of `plot_comparison`: (curve name, axis label), left to right, top to bottom.
+COMPARISON_PANELS = (
+    ("reward", "on-policy reward (mean)"),
+    ("mu", "mu"),
+    ("entropy", "policy entropy"),
+    ("response_length", "response length (tokens)"),
+)
+
+
+def moving_average(values: list[float], window: int) -> list[float]:
+    """Trailing mean over the last `window` values (fewer at the start); `window=1` is identity."""
+    if window < 1:
+        raise ValueError(f"window must be >= 1, got {window}")
+    out, total = [], 0.0
+    for i, value in enumerate(values):
+        total += value
+        if i >= window:
+            total -= values[i - window]
+        out.append(total / min(i + 1, window))
+    return out
+
+
+def plot_comparison(
+    curves_by_method: dict[str, dict[str, list[list[float]]]],
+    out: str | Path,
+    *,
+    title: str = "",
+    smooth: int = 1,
+    switch_steps: dict[str, list[int]] | None = None,
+    size_px: tuple[int, int] = (1200, 800),
+    dpi: int = 100,
+) -> Path:
+    """One PNG of `size_px` pixels with 2 x 2 panels (reward, mu, entropy, response length) per
+    step, every method on the same axes in the same colour across panels.
+
+    `curves_by_method[method][name]` is `[[step, value], ...]` (`recipe.compare_report.curves`).
+    With `smooth > 1` the raw values are drawn faintly and a trailing moving average on top.
+    `switch_steps[method]` marks stage switches (e.g. SFT -> RL) with a dotted vertical line.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(
+        2, 2, figsize=(size_px[0] / dpi, size_px[1] / dpi), dpi=dpi, sharex=True, squeeze=False
+    )
+    colours = plt.get_cmap("tab10")
+    for (name, label), ax in zip(COMPARISON_PANELS, axes.flat, strict=True):
+        for i, (method, curves) in enumerate(curves_by_method.items()):
+            colour = colours(i % 10)
+            points = curves.get(name, [])
+            if points:
+                steps = [p[0] for p in points]
+                values = [p[1] for p in points]
+                if smooth > 1:
+                    ax.plot(steps, values, color=colour, alpha=0.25, linewidth=0.8)
+                    values = moving_average(values, smooth)
+                ax.plot(steps, values, color=colour, linewidth=1.6, label=method)
+            for step in (switch_steps or {}).get(method, []):
+                ax.axvline(step + 0.5, color=colour, linestyle=":", linewidth=1.0)
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+        if not ax.lines:
+            ax.text(0.5, 0.5, "not logged", ha="center", va="center", transform=ax.transAxes)
+    for ax in axes[1]:
+        ax.set_xlabel("training step")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="upper center", ncol=min(len(labels), 6), frameon=False)
+    if title:
+        fig.suptitle(title + (f" (moving average over {smooth} steps)" if smooth > 1 else ""), y=0.995)
+    fig.tight_layout(rect=(0, 0, 1, 0.93 if handles else 0.97))
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=dpi)
     plt.close(fig)
     return out

@@ -1,0 +1,153 @@
+"""The real verl trainer with CHORD on CPU: local Ray cluster, 2 FSDP2 ranks on gloo, hf rollout.
+
+Each run is `python -m recipe.main_chord --config-name cpu_tiny ...` in a subprocess (what
+`chord-train` runs), on the tiny model and the bundled task, and the assertions read verl's
+metrics file and checkpoint folder. About a minute per run, most of it Ray and FSDP start-up.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from chord.schedules import build_mu_schedule
+from recipe.config import load_chord_config
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[2]
+STEPS = 3
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Path:
+    from chord.prepare.tiny_task import generate_tiny_task
+    from chord.tiny_model import build_tiny_model
+
+    root = tmp_path_factory.mktemp("chord_cpu")
+    build_tiny_model(root / "model")
+    generate_tiny_task(root / "data", num_train=128, num_val=16, num_expert=64, seed=0)
+    return root
+
+
+def run_trainer(workdir: Path, run_dir: Path, *overrides: str, steps: int = STEPS) -> list[dict]:
+    """Train with the cpu_tiny preset; returns the per-step metrics rows."""
+    metrics = run_dir / "metrics.jsonl"
+    cmd = [
+        sys.executable,
+        "-m",
+        "recipe.main_chord",
+        "--config-name",
+        "cpu_tiny",
+        f"trainer.total_training_steps={steps}",
+        f"trainer.default_local_dir={run_dir / 'checkpoints'}",
+        f"ray_kwargs.ray_init.runtime_env.env_vars.VERL_FILE_LOGGER_PATH={metrics}",
+        "trainer.test_freq=-1",
+        "trainer.val_before_train=false",
+        *overrides,
+    ]
+    env = dict(os.environ, CHORD_WORKDIR=str(workdir), RAY_DEDUP_LOGS="0")
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    log = proc.stdout + proc.stderr
+    (run_dir / "train.log").write_text(log)
+    assert proc.returncode == 0, log[-4000:]
+    rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+    return [r for r in rows if "chord/mu" in r["data"]]
+
+
+def expected_mu(method_overrides: dict, step: int) -> float:
+    chord = load_chord_config(method_overrides)
+    return build_mu_schedule(chord.mu.schedule, **chord.mu.schedule_params())(step)
+
+
+@pytest.fixture(scope="module")
+def phi_run(workdir, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("phi")
+    rows = run_trainer(workdir, run_dir, "method=chord_phi", "trainer.save_freq=2")
+    return run_dir, rows
+
+
+def test_chord_phi_logs_chord_metrics_every_step(phi_run):
+    _, rows = phi_run
+    assert [r["step"] for r in rows] == [1, 2, 3]
+    for row in rows:
+        data = row["data"]
+        assert data["chord/mu"] == pytest.approx(0.1)
+        assert data["chord/expert_rows"] == 32  # cpu_tiny: chord.expert.rows_per_step
+        assert data["chord/expert_tokens"] > 0
+        for key in ("actor/pg_loss", "actor/sft_loss", "actor/phi_mean", "actor/expert_p_mean"):
+            assert key in data and data[key] == data[key], key  # present and not NaN
+        assert 0.0 < data["actor/phi_mean"] <= 0.25
+
+
+def test_chord_phi_writes_checkpoints_with_buffer_state(phi_run):
+    run_dir, _ = phi_run
+    ckpt = run_dir / "checkpoints"
+    assert (ckpt / "latest_checkpointed_iteration.txt").read_text().strip() == str(STEPS)
+    for step in (2, 3):
+        state = json.loads((ckpt / f"global_step_{step}" / "chord_state.json").read_text())
+        assert state["global_steps"] == step
+        assert state["expert_buffer"] is not None
+        assert (ckpt / f"global_step_{step}" / "actor").is_dir()
+
+
+def test_resume_from_step_2_continues_with_same_mu_and_expert_rows(phi_run, workdir, tmp_path):
+    run_dir, rows = phi_run
+    resumed_dir = tmp_path / "resumed"
+    (resumed_dir / "checkpoints").mkdir(parents=True)
+    shutil.copytree(run_dir / "checkpoints" / "global_step_2", resumed_dir / "checkpoints" / "global_step_2")
+    (resumed_dir / "checkpoints" / "latest_checkpointed_iteration.txt").write_text("2")
+    resumed = run_trainer(workdir, resumed_dir, "method=chord_phi", "trainer.save_freq=-1")
+    assert [r["step"] for r in resumed] == [3]
+    uninterrupted = rows[-1]["data"]
+    assert resumed[0]["data"]["chord/mu"] == pytest.approx(uninterrupted["chord/mu"])
+    assert resumed[0]["data"]["chord/expert_fingerprint"] == uninterrupted["chord/expert_fingerprint"]
+    assert resumed[0]["data"]["chord/expert_epoch"] == pytest.approx(uninterrupted["chord/expert_epoch"])
+
+
+def test_chord_mu_follows_the_schedule(workdir, tmp_path):
+    rows = run_trainer(workdir, tmp_path, "method=chord_mu", "chord.mu.decay_steps=4", "trainer.save_freq=-1")
+    preset = {
+        "variant": "chord_mu",
+        "mu": {"schedule": "cosine", "warmup_steps": 0, "decay_steps": 4, "peak": 0.9, "valley": 0.05},
+    }
+    assert [r["step"] for r in rows] == [1, 2, 3]
+    for row in rows:
+        assert row["data"]["chord/mu"] == pytest.approx(expected_mu(preset, row["step"]))
+        assert row["data"]["chord/expert_rows"] == 32
+        assert row["data"]["actor/sft_loss"] > 0
+
+
+def test_unknown_chord_key_fails_at_start_up_naming_it(workdir, tmp_path):
+    cmd = [
+        sys.executable,
+        "-m",
+        "recipe.main_chord",
+        "--config-name",
+        "cpu_tiny",
+        "+chord.expert.rows_per_stp=3",
+    ]
+    env = dict(os.environ, CHORD_WORKDIR=str(workdir))
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2
+    assert "chord.expert.rows_per_stp" in proc.stderr
+
+
+def test_iw_sft_uses_reference_log_probs_from_verls_reference_worker(workdir, tmp_path):
+    # One mini-batch per step: within step 1 every micro-batch still sees the initial weights.
+    one_mini_batch = "actor_rollout_ref.actor.ppo_mini_batch_size=16"
+    rows = run_trainer(workdir, tmp_path, "method=iw_sft", "trainer.save_freq=-1", one_mini_batch, steps=2)
+    assert [r["step"] for r in rows] == [1, 2]
+    first, second = rows[0]["data"], rows[1]["data"]
+    # Step 1: the policy is the reference, so every sequence weight is exp(0) = 1.
+    assert first["actor/sft_weight_mean"] == pytest.approx(1.0, abs=1e-4)
+    # Step 2: the policy has moved away from the reference: weights differ from 1, within w_max.
+    assert second["actor/sft_weight_mean"] != pytest.approx(1.0, abs=1e-6)
+    assert 0.0 < second["actor/sft_weight_max"] <= 16.0
+    assert second["chord/mu"] == pytest.approx(1.0)
