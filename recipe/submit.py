@@ -26,7 +26,7 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from recipe.launch_utils import merge_overrides
+from recipe.launch_utils import merge_overrides, override_key
 
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"
 DEFAULT_ENTRYPOINT = "chord-train"
@@ -123,6 +123,25 @@ def build_entrypoint(
     if gpus_per_node is not None:
         defaults.append(f"trainer.n_gpus_per_node={gpus_per_node}")
     return shlex.join([*program, *merge_overrides(defaults, train_args)])
+
+
+def checkpoint_dir_warning(program: str, train_args: Sequence[str]) -> str | None:
+    """A warning when chord-train's checkpoints would land inside the job's temporary copy.
+
+    A Ray job runs in an unpacked copy of the working_dir that Ray deletes afterwards, and verl
+    resolves a relative trainer.default_local_dir against it: the checkpoints would be lost and
+    resume_mode=auto would never find them.
+    """
+    if Path(program).name != "chord-train":
+        return None
+    values = [a.split("=", 1)[1] for a in train_args if override_key(a) == "trainer.default_local_dir"]
+    if values and os.path.isabs(values[-1]):
+        return None
+    return (
+        "note: trainer.default_local_dir is not an absolute path on this command line; a relative "
+        "one ends up in the job's temporary copy of the code, which Ray deletes after the job "
+        "(checkpoints lost, nothing to resume). Point it at shared storage unless your preset does."
+    )
 
 
 def build_runtime_env(working_dir: Path, excludes: Sequence[str], env_vars: Mapping[str, str]) -> dict:
@@ -267,9 +286,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         excludes = build_excludes(args.exclude)
         env_vars = parse_env_vars(args.env)
         # Options (e.g. --config-name) come after `--`; hydra wants them before the overrides.
-        entrypoint = build_entrypoint(
-            args.entrypoint, [*passthrough, *args.overrides], args.nnodes, args.gpus_per_node
-        )
+        train_args = [*passthrough, *args.overrides]
+        entrypoint = build_entrypoint(args.entrypoint, train_args, args.nnodes, args.gpus_per_node)
+        warning = checkpoint_dir_warning(shlex.split(args.entrypoint)[0], train_args)
+        if warning:
+            print(warning, file=sys.stderr)
         runtime_env = build_runtime_env(working_dir, excludes, env_vars)
         address = normalize_address(args.address)
         _print_upload(planned_upload(working_dir, excludes), working_dir)

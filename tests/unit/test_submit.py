@@ -14,6 +14,7 @@ from recipe.submit import (
     build_entrypoint,
     build_excludes,
     build_runtime_env,
+    checkpoint_dir_warning,
     follow_instructions,
     main,
     normalize_address,
@@ -148,3 +149,10 @@ def test_dry_run_prints_the_job_and_submits_nothing(tmp_path, capsys, no_gitigno
 def test_option_before_dash_dash_is_refused_with_a_hint(capsys):
     assert main(["--dry-run", "config-name"]) == 2
     assert "put entrypoint options after `--`" in capsys.readouterr().err
+
+
+def test_relative_or_missing_checkpoint_dir_for_chord_train_is_flagged():
+    assert "not an absolute path" in checkpoint_dir_warning("chord-train", ["a=1"])
+    assert checkpoint_dir_warning("chord-train", ["trainer.default_local_dir=ckpt"]) is not None
+    assert checkpoint_dir_warning("/venv/bin/chord-train", ["trainer.default_local_dir=/shared/c"]) is None
+    assert checkpoint_dir_warning("python", []) is None  # not the trainer
