@@ -164,7 +164,10 @@ class ExpertBuffer:
     # -- reading ------------------------------------------------------------------------------
     def _load_window(self, epoch: int, start: int) -> Window:
         if self._window_key != (epoch, start):
-            self._segments, self._window, self._window_key = [], None, None  # free before reading
+            # Free the previous window before decoding the next, and hand its pages back to the OS:
+            # the allocator would otherwise keep them, and RSS would creep up over windows.
+            self._segments, self._window, self._window_key = [], None, None
+            pa.default_memory_pool().release_unused()
             window = self._order.window(epoch, start)
             segments, starts, at = [], [], 0
             for unit in window.units:

@@ -161,7 +161,7 @@ class RowGroupReader:
     def read(self, f: ExpertFile, row_group: int) -> pa.Table:
         """The used columns of one row group of `f`."""
         try:
-            table = self._handle(f).read_row_group(row_group, columns=list(f.columns))
+            table = self._handle(f).read_row_group(row_group, columns=list(f.columns), use_threads=False)
         except (OSError, pa.ArrowException) as exc:
             raise ExpertDataError(f"cannot read row group {row_group}: {exc}", file=f.name) from None
         if table.num_rows != f.row_group_rows[row_group]:

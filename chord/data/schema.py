@@ -183,15 +183,16 @@ def _parse_quality(value: Any, file: str, row: int) -> float:
 def _parse_ref_logp(value: Any, file: str, row: int) -> list[float]:
     if value is None:
         raise ExpertDataError("ref_logp is null", file=file, row=row, column="ref_logp")
-    for i, x in enumerate(value):
-        if x is None or not math.isfinite(x):
-            raise ExpertDataError(
-                f"ref_logp[{i}] is {x!r}; log-probs must be finite numbers",
-                file=file,
-                row=row,
-                column="ref_logp",
-            )
-    return list(value)
+    try:
+        ok = all(map(math.isfinite, value))  # the fast path, in C
+    except TypeError:  # a null element
+        ok = False
+    if not ok:
+        i, x = next((i, x) for i, x in enumerate(value) if x is None or not math.isfinite(x))
+        raise ExpertDataError(
+            f"ref_logp[{i}] is {x!r}; log-probs must be finite numbers", file=file, row=row, column="ref_logp"
+        )
+    return value if isinstance(value, list) else list(value)
 
 
 def parse_row(values: dict[str, Any], kind: str, file: str, row: int) -> ExpertRecord:

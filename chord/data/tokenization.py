@@ -27,6 +27,7 @@ from chord.data.errors import ExpertDataError
 from chord.data.schema import ExpertRecord
 
 OVERFLOW_MODES = ("truncate", "drop")
+_ENCODE_SLICE = 16  # texts per tokenizer call
 
 
 @dataclass
@@ -90,7 +91,18 @@ class ExpertTokenizer:
             ) from exc
 
     def _encode(self, texts: list[str]) -> list[list[int]]:
-        return [list(ids) for ids in self.tokenizer(texts, add_special_tokens=False)["input_ids"]]
+        # Batched for speed, in slices to bound the tokenizer's transient memory (its per-token
+        # Encoding objects are several times larger than the ids kept).
+        ids: list[list[int]] = []
+        for i in range(0, len(texts), _ENCODE_SLICE):
+            encoded = self.tokenizer(
+                texts[i : i + _ENCODE_SLICE],
+                add_special_tokens=False,
+                return_attention_mask=False,
+                return_token_type_ids=False,
+            )["input_ids"]
+            ids.extend(list(x) for x in encoded)
+        return ids
 
     def __call__(self, records: list[ExpertRecord]) -> list[TokenizedRow]:
         """Tokenise `records` (one batched call per side); checks `ref_logp` lengths."""
