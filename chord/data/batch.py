@@ -67,8 +67,13 @@ class ExpertBatch:
             if r:
                 responses[i, : len(r)] = torch.tensor(r, dtype=torch.long)
                 response_mask[i, : len(r)] = 1
-            if ref_logp is not None and r:
-                ref_logp[i, : len(r)] = torch.tensor(self.ref_logp[i], dtype=torch.float32)
+            if ref_logp is not None and self.ref_logp is not None and r:
+                values = self.ref_logp[i]
+                if len(values) != len(r):
+                    raise ValueError(
+                        f"expert row {i} {self.row_ids[i]}: {len(values)} ref_logp values for {len(r)} response tokens"
+                    )
+                ref_logp[i, : len(r)] = torch.tensor(values, dtype=torch.float32)
         attention_mask = torch.cat([prompt_mask, response_mask], dim=1)
         out = {
             "prompts": prompts,

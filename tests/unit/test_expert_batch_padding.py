@@ -56,3 +56,5 @@ def test_to_padded_refuses_rows_that_do_not_fit():
         _batch().to_padded(prompt_length=2, response_length=3, pad_token_id=PAD)
     with pytest.raises(ValueError, match=r"expert row 0 .*response has 3 tokens > 2"):
         _batch().to_padded(prompt_length=4, response_length=2, pad_token_id=PAD)
+    with pytest.raises(ValueError, match=r"expert row 1 .*2 ref_logp values for 1 response tokens"):
+        _batch(ref_logp=[[-1.0, -2.0, -3.0], [-4.0, -5.0]]).to_padded(4, 3, PAD)

@@ -73,6 +73,14 @@ def test_every_row_served_once_per_epoch_over_files_and_row_groups(data_dir, tin
     assert buf.stats["rows_served"] == 161 and buf.stats["rows_read"] == 161
 
 
+def test_one_batch_larger_than_the_data_spans_epochs(data_dir, tiny_tokenizer):
+    buf = _buffer(data_dir, tiny_tokenizer, seed=5)
+    served = [r[0] for r in _serve(buf, [120, 39])]  # 159 = 3 epochs
+    assert all(len(set(served[e * TOTAL : (e + 1) * TOTAL])) == TOTAL for e in range(3))
+    assert served == [r[0] for r in _serve(_buffer(data_dir, tiny_tokenizer, seed=5), [53] * 3)]
+    assert buf.epoch == 3
+
+
 def test_shuffle_mixes_files_and_differs_by_seed(data_dir, tiny_tokenizer):
     first = [r[0] for r in _serve(_buffer(data_dir, tiny_tokenizer, seed=0), [TOTAL])]
     again = [r[0] for r in _serve(_buffer(data_dir, tiny_tokenizer, seed=0), [TOTAL])]
@@ -299,6 +307,17 @@ def test_inputs_directory_uri_and_explicit_filesystem(data_dir, tiny_tokenizer):
     assert sub.num_rows == 33 and sub.next_batch(1).row_ids == [("b.parquet", 0)]
     sub_dir = _buffer("", tiny_tokenizer, filesystem=fs)
     assert sub_dir.num_rows == TOTAL
+
+
+def test_any_pyarrow_filesystem_works_here_an_fsspec_memory_store(data_dir, tiny_tokenizer):
+    fsspec = pytest.importorskip("fsspec")
+    memory = fsspec.filesystem("memory")
+    memory.pipe("/bucket/expert/a.parquet", (data_dir / "a.parquet").read_bytes())
+    fs = pafs.PyFileSystem(pafs.FSSpecHandler(memory))
+    buf = _buffer("/bucket/expert", tiny_tokenizer, filesystem=fs, shuffle=False)
+    batch = buf.next_batch(3)
+    assert buf.num_rows == 20 and batch.row_ids[2] == ("/bucket/expert/a.parquet", 2)
+    assert tiny_tokenizer.decode(batch.response_ids[2]) == "answer a2<|im_end|>"
 
 
 def test_window_holds_at_most_the_configured_row_groups(data_dir, tiny_tokenizer):
