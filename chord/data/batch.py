@@ -71,7 +71,8 @@ class ExpertBatch:
                 values = self.ref_logp[i]
                 if len(values) != len(r):
                     raise ValueError(
-                        f"expert row {i} {self.row_ids[i]}: {len(values)} ref_logp values for {len(r)} response tokens"
+                        f"expert row {i} {self.row_ids[i]}: {len(values)} ref_logp values "
+                        f"for {len(r)} response tokens"
                     )
                 ref_logp[i, : len(r)] = torch.tensor(values, dtype=torch.float32)
         attention_mask = torch.cat([prompt_mask, response_mask], dim=1)
