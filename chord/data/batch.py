@@ -17,8 +17,10 @@ class ExpertBatch:
     - `ref_logp[i]`: reference log-probs aligned with `response_ids[i]`, or None.
     - `data_source[i]`: the row's `data_source` ("expert" by default).
     - `row_ids[i]`: (file, row index within the file), for tests and debugging.
-    - `metrics`: this batch's counts (`expert_rows`, `expert_tokens`, `expert_truncated`,
-      `expert_dropped`, `expert_epoch`).
+    - `metrics`: this batch's figures: `expert_rows`, `expert_tokens` (response tokens),
+      `expert_prompt_tokens`, `expert_truncated` (served rows that were cut), `expert_dropped`
+      (rows skipped to fill this batch under overflow="drop"), `expert_epoch` (passes over the
+      data so far, fractional: 2.25 = a quarter into the third epoch).
     """
 
     prompt_ids: list[list[int]]

@@ -68,6 +68,12 @@ class ExpertBuffer:
         filesystem: a `pyarrow.fs.FileSystem` in which every path lives (default: local or URI).
         chat_template_kwargs: extra keyword arguments for `apply_chat_template`.
         max_open_files: parquet files kept open between reads.
+
+    Attributes: `num_rows` (rows per epoch), `epoch` (0-based epoch of the next row), `files`,
+    `schemas`, `has_quality`, `has_ref_logp`, `fingerprint`, and `stats`: cumulative counters
+    `rows_served`, `rows_read` (served + dropped), `tokens_served` (response tokens),
+    `truncated` (= rows with `prompt_truncated` and/or `response_truncated`), `dropped`,
+    `epochs_completed`. They are part of `state_dict()`.
     """
 
     def __init__(
