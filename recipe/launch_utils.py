@@ -30,6 +30,7 @@ from pathlib import Path
 DEFAULT_RAY_PORT = 6379
 DEFAULT_DASHBOARD_PORT = 8265
 DEFAULT_WAIT_TIMEOUT_S = 300
+DEFAULT_STOP_GRACE_S = 60
 CONTAINER_RUNTIMES = ("apptainer", "singularity", "docker")
 # Variables a Docker container receives from the batch environment (Apptainer passes the
 # whole host environment by itself). CUDA_VISIBLE_DEVICES is left out on purpose: inside the
@@ -476,6 +477,7 @@ class SlurmPlan:
     ray_address: str
     commands: dict[str, list[str]]
     log_dir: str
+    stop_grace_s: int = DEFAULT_STOP_GRACE_S
 
     def write(self, out_dir: Path) -> None:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -491,6 +493,7 @@ class SlurmPlan:
             "GPUS_PER_NODE": str(self.gpus_per_node),
             "RAY_ADDRESS": self.ray_address,
             "LOG_DIR": self.log_dir,
+            "STOP_GRACE": str(self.stop_grace_s),
         }
         lines = [f"{key}={shlex.quote(value)}" for key, value in scalars.items()]
         lines.append("WORKER_NODES=(" + " ".join(shlex.quote(n) for n in self.nodes[1:]) + ")")
@@ -511,8 +514,9 @@ def build_slurm_plan(
 ) -> SlurmPlan:
     """Every command of one multi-node run, from the Slurm job's environment.
 
-    Commands: ``ray-head``, ``ray-worker-<node>``, ``stop-<node>`` (per node), ``wait-head``,
-    ``wait-all`` (block until the nodes joined) and ``train``.
+    Commands: ``ray-head``, ``ray-worker-<node>``, ``stop-<node>`` (`ray stop` per node, left
+    out when CHORD_RAY_STOP=0), ``wait-head``, ``wait-all`` (block until the nodes joined) and
+    ``train``.
     """
     slurm_order = job_nodes(env, use_scontrol=use_scontrol)
     nodes = head_first(slurm_order, env)
@@ -525,6 +529,7 @@ def build_slurm_plan(
     head_ip = head_ip or pick_head_ip(env)
     job = env.get("SLURM_JOB_ID", "0")
     timeout = _int_env(env, "CHORD_WAIT_TIMEOUT", DEFAULT_WAIT_TIMEOUT_S)
+    ray_stop = _flag_env(env, "CHORD_RAY_STOP", True)
 
     commands: dict[str, list[str]] = {}
     for i, node in enumerate(nodes):
@@ -535,6 +540,8 @@ def build_slurm_plan(
         commands[name] = step + maybe_wrap(
             container, ray_start_argv(role, head_ip, ray, cpus_of[node]), container_name
         )
+        if not ray_stop:
+            continue
         if container and container.runtime == "docker":
             stop = ["docker", "stop", "--time=30", container_name]
         else:
@@ -553,7 +560,8 @@ def build_slurm_plan(
     commands["train"] = maybe_wrap(
         container, [*train, *merge_overrides(defaults, train_args)], env={"RAY_ADDRESS": address}
     )
-    return SlurmPlan(nodes, head_ip, gpus, address, commands, log_dir)
+    stop_grace = _int_env(env, "CHORD_STOP_GRACE", DEFAULT_STOP_GRACE_S)
+    return SlurmPlan(nodes, head_ip, gpus, address, commands, log_dir, stop_grace)
 
 
 # --------------------------------------------------------------------------- waiting for Ray

@@ -242,6 +242,15 @@ def test_slurm_plan_in_docker_names_containers_and_stops_them_by_name(tmp_path):
     assert "--entrypoint=python3" in plan.commands["wait-head"]  # the image's Python, not the host's
 
 
+def test_slurm_plan_leaves_out_ray_stop_on_shared_nodes_and_checks_the_flag(tmp_path):
+    plan = _plan({**SLURM_ENV, "CHORD_RAY_STOP": "0", "CHORD_STOP_GRACE": "15"}, tmp_path)
+    assert not [name for name in plan.commands if name.startswith("stop-")]
+    assert not list((tmp_path / "plan").glob("stop-*.argv"))
+    assert "STOP_GRACE=15" in (tmp_path / "plan" / "env.sh").read_text()
+    with pytest.raises(LaunchError, match="CHORD_RAY_STOP='maybe'"):
+        _plan({**SLURM_ENV, "CHORD_RAY_STOP": "maybe"}, tmp_path)
+
+
 def test_slurm_plan_refuses_arguments_with_newlines(tmp_path):
     with pytest.raises(LaunchError, match="newline"):
         _plan(SLURM_ENV, tmp_path, ["x=a\nb"])
