@@ -6,9 +6,9 @@ configuration. It needs the Debian/Ubuntu packages ``slurm-wlm`` and ``munge`` a
 starts jobs as the submitting user); without them the tests skip.
 
 The batch script's training command is the Ray probe (CHORD_TRAIN_CMD), which checks that both
-Ray nodes joined and run tasks. `ray stop` is disabled (CHORD_RAY_STOP=0): on a shared machine
-it would stop other people's Ray processes too; the script's own stop path (SIGTERM to each
-`ray start --block` step) is what these tests check.
+Ray nodes joined and run tasks. A real `ray stop` would stop every Ray process of this user on
+the machine, other people's included, so the tests check the script's SIGTERM stop path for
+real and its per-node `ray stop` steps through a `ray` wrapper that only records `ray stop`.
 """
 
 from __future__ import annotations
@@ -228,12 +228,29 @@ def _run_sbatch(cluster_env: dict, tmp_path: Path, ray_tmp: Path, train_args: li
     return proc.returncode, f"{proc.stdout}{proc.stderr}\n--- job output\n{text}", ray_port
 
 
+def _recording_ray_stop(tmp_path: Path) -> tuple[Path, Path]:
+    """A folder whose `ray` records `ray stop` (node name) and runs every other command."""
+    bin_dir, record = tmp_path / "bin", tmp_path / "ray-stop.txt"
+    bin_dir.mkdir()
+    wrapper = bin_dir / "ray"
+    wrapper.write_text(
+        "#!/bin/sh\n"
+        f'if [ "$1" = stop ]; then echo "$SLURMD_NODENAME" >> {record}; exit 0; fi\n'
+        f'exec {Path(sys.executable).parent / "ray"} "$@"\n'
+    )
+    wrapper.chmod(0o755)
+    return bin_dir, record
+
+
 def test_sbatch_starts_two_node_ray_cluster_runs_training_and_stops_ray(slurm_cluster, tmp_path, ray_tmp):
+    bin_dir, ray_stop_record = _recording_ray_stop(tmp_path)
+    env = {**slurm_cluster, "PATH": f"{bin_dir}{os.pathsep}{slurm_cluster['PATH']}"}
     rc, output, ray_port = _run_sbatch(
-        slurm_cluster,
+        env,
         tmp_path,
         ray_tmp,
         ["--config-name", "cpu_tiny", "trainer.total_epochs=1", "+probe.flag=x"],
+        CHORD_RAY_STOP="1",
     )
     assert rc == 0, output
     report = json.loads((tmp_path / "probe.json").read_text())
@@ -252,6 +269,8 @@ def test_sbatch_starts_two_node_ray_cluster_runs_training_and_stops_ray(slurm_cl
     plan = tmp_path / "logs" / "plan"
     assert (plan / "ray-head.argv").exists() and (plan / f"ray-worker-{NODES[1]}.argv").exists()
     assert "Ray stopped" in output
+    # `ray stop` ran once on each node, as an overlapping step next to the Ray steps.
+    assert sorted(ray_stop_record.read_text().split()) == sorted(NODES), output
     # Every Ray process of this job is gone once sbatch returns.
     assert _ray_processes(ray_port) == [], output
 
