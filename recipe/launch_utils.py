@@ -644,7 +644,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 repo=repo,
                 helper=str(Path(__file__).resolve()),
                 train_args=args.train_args,
-                log_dir=str((args.log_dir and Path(args.log_dir)) or args.out.resolve().parent),
+                log_dir=args.log_dir or str(args.out.resolve().parent),
             )
             plan.write(args.out)
         elif args.cmd == "wait-nodes":
