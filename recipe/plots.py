@@ -98,13 +98,15 @@ def plot_comparison(
     step, every method on the same axes in the same colour across panels.
 
     `curves_by_method[method][name]` is `[[step, value], ...]` (`recipe.compare_report.curves`).
-    With `smooth > 1` the raw values are drawn faintly and a trailing moving average on top.
+    With `smooth > 1` the raw values are drawn faintly and a trailing moving average on top
+    (all panels but mu).
     `switch_steps[method]` marks stage switches (e.g. SFT -> RL) with a dotted vertical line.
     """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, axes = plt.subplots(
         2, 2, figsize=(size_px[0] / dpi, size_px[1] / dpi), dpi=dpi, sharex=True, squeeze=False
@@ -117,7 +119,7 @@ def plot_comparison(
             if points:
                 steps = [p[0] for p in points]
                 values = [p[1] for p in points]
-                if smooth > 1:
+                if smooth > 1 and name != "mu":  # mu is a schedule, not a noisy estimate
                     ax.plot(steps, values, color=colour, alpha=0.25, linewidth=0.8)
                     values = moving_average(values, smooth)
                 ax.plot(steps, values, color=colour, linewidth=1.6, label=method)
@@ -125,16 +127,24 @@ def plot_comparison(
                 ax.axvline(step + 0.5, color=colour, linestyle=":", linewidth=1.0)
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         if not ax.lines:
             ax.text(0.5, 0.5, "not logged", ha="center", va="center", transform=ax.transAxes)
     for ax in axes[1]:
         ax.set_xlabel("training step")
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    if handles:
-        fig.legend(handles, labels, loc="upper center", ncol=min(len(labels), 6), frameon=False)
     if title:
-        fig.suptitle(title + (f" (moving average over {smooth} steps)" if smooth > 1 else ""), y=0.995)
-    fig.tight_layout(rect=(0, 0, 1, 0.93 if handles else 0.97))
+        fig.suptitle(title + (f" (moving average over {smooth} steps)" if smooth > 1 else ""), y=0.99)
+    fig.tight_layout(rect=(0, 0, 1, 0.91))
+    handles = {h.get_label(): h for ax in axes.flat for h in ax.get_legend_handles_labels()[0]}
+    if handles:
+        fig.legend(
+            list(handles.values()),
+            list(handles),
+            loc="upper center",
+            bbox_to_anchor=(0.5, 0.955),
+            ncol=min(len(handles), 6),
+            frameon=False,
+        )
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=dpi)

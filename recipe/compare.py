@@ -1,0 +1,508 @@
+"""`chord-compare`: train several methods on the same task, data, seed and step budget, side by side.
+
+    chord-compare --methods grpo,sft,sft_then_rl,chord_mu,chord_phi --steps 40 --seed 0 \\
+        --out outputs/compare [--config-name cpu_tiny] [--no-eval] [hydra overrides ...]
+
+Each method runs `chord-train --config-name <config> method=<name> ...` in its own run directory
+(`<out>/runs/<method>/`: train.log, metrics.jsonl, checkpoints/, eval/), one after the other; a
+line per finished step shows the reward and the overall progress. `sft_then_rl` is two runs:
+`method=sft` for `--sft-fraction` of the steps, then `method=grpo` starting from the SFT
+checkpoint (converted to a Hugging Face directory by `recipe.eval_checkpoint`).
+
+With `--eval` (default) the final checkpoint of every method is scored by `chord-eval` on the
+config's validation files (or `--eval-data`), greedy by default. Written to `--out`:
+`compare.md` (the table), `compare.json` (settings, summaries and per-step curves) and
+`compare.png` (reward, mu, entropy and response length per step, all methods on shared axes);
+they are rewritten after every method, so an interrupted comparison keeps what finished.
+
+With the default config (`cpu_tiny`) the tiny model and task are built in `--workdir` if missing.
+Other arguments are hydra overrides passed to every run (e.g. `trainer.n_gpus_per_node=8`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from recipe.compare_plan import (
+    SFT_THEN_RL,
+    MethodPlan,
+    Stage,
+    check_user_overrides,
+    compose_config,
+    micro_batch_override,
+    parse_methods,
+    plan_method,
+    preset_methods,
+    stage_overrides,
+    trainer_command,
+)
+from recipe.compare_report import (
+    REWARD,
+    MethodResult,
+    join_stages,
+    markdown_table,
+    summarize,
+    validation_accuracy,
+)
+from recipe.compare_report import write_report as write_tables
+
+DEFAULT_METHODS = "grpo,sft,sft_then_rl,chord_mu,chord_phi"
+TINY_CONFIG = "cpu_tiny"
+RESULT_FILE = "result.json"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="chord-compare",
+        description="Train several methods on the same task, data, seed and step budget; tabulate and plot.",
+        epilog="Other arguments are hydra overrides given to every run, e.g. data.train_batch_size=32.",
+    )
+    known = ", ".join([*preset_methods(), SFT_THEN_RL])
+    p.add_argument("--methods", default=DEFAULT_METHODS, help=f"comma-separated, from: {known}")
+    p.add_argument("--steps", type=int, default=20, help="training steps per method (default 20)")
+    p.add_argument("--seed", type=int, default=0, help="data order, expert order and rollout sampling seed")
+    p.add_argument("--out", default="outputs/compare", help="report, plots and runs/<method>/")
+    p.add_argument("--config-name", default=TINY_CONFIG, help="chord-train config (conf/*.yaml)")
+    p.add_argument(
+        "--workdir",
+        default="outputs/compare/assets",
+        help="CHORD_WORKDIR of the runs; with cpu_tiny the tiny model and task are built here if missing",
+    )
+    p.add_argument("--sft-fraction", type=float, default=0.5, help=f"{SFT_THEN_RL}: share of SFT steps")
+    p.add_argument("--last-k", type=int, default=5, help="final reward = mean over the last k steps")
+    p.add_argument(
+        "--eval",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="score each final checkpoint with chord-eval (default on)",
+    )
+    p.add_argument("--eval-data", nargs="+", default=None, help="parquet files (default: data.val_files)")
+    p.add_argument("--eval-k", type=int, default=1, help="chord-eval samples per problem (default 1)")
+    p.add_argument("--eval-temperature", type=float, default=0.0, help="default 0: greedy")
+    p.add_argument("--eval-max-new-tokens", type=int, default=None, help="default: data.max_response_length")
+    p.add_argument("--eval-max-problems", type=int, default=None, help="first N problems per benchmark")
+    p.add_argument("--eval-backend", default="auto", choices=["auto", "vllm", "hf"])
+    p.add_argument("--smooth", type=int, default=None, help="plot moving-average window (default steps/10)")
+    p.add_argument("--timeout", type=float, default=None, help="seconds allowed per training run")
+    p.add_argument("--fail-fast", action="store_true", help="stop at the first failed method")
+    p.add_argument(
+        "--report-only",
+        action="store_true",
+        help="train nothing: rebuild the table and plot from the result.json files under --out/runs",
+    )
+    return p
+
+
+# ---------------------------------------------------------------------------- progress
+def _clock(seconds: float) -> str:
+    seconds = int(max(seconds, 0))
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+class Progress:
+    """Counts finished steps over all methods; formats one line per step."""
+
+    def __init__(self, total_steps: int, num_methods: int):
+        self.total_steps = total_steps
+        self.num_methods = num_methods
+        self.done = 0
+        self.started = time.monotonic()
+
+    def overall(self) -> str:
+        elapsed = time.monotonic() - self.started
+        pct = 100.0 * self.done / max(self.total_steps, 1)
+        text = f"all {self.done}/{self.total_steps} ({pct:.0f}%), {_clock(elapsed)} elapsed"
+        if self.done:
+            text += f", ~{_clock(elapsed / self.done * (self.total_steps - self.done))} left"
+        return text
+
+    def step_line(self, label: str, step: int, steps: int, data: dict) -> str:
+        self.done += 1
+        parts = [f"{label} step {step:>{len(str(steps))}}/{steps}", f"reward {data[REWARD]:.3f}"]
+        if "chord/mu" in data:
+            parts.append(f"mu {data['chord/mu']:.3f}")
+        if "response_length/mean" in data:
+            parts.append(f"len {data['response_length/mean']:.1f}")
+        if "timing_s/step" in data:
+            parts.append(f"{data['timing_s/step']:.1f} s/step")
+        return "  ".join(parts) + " | " + self.overall()
+
+
+class MetricsFollower:
+    """New records of a JSONL file that another process is still writing (complete lines only)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.offset = 0
+        self.partial = b""
+
+    def poll(self) -> list[dict]:
+        if not self.path.exists():
+            return []
+        with open(self.path, "rb") as f:
+            f.seek(self.offset)
+            chunk = f.read()
+        self.offset += len(chunk)
+        lines = (self.partial + chunk).split(b"\n")
+        self.partial = lines.pop()  # the unfinished last line, if any
+        records = []
+        for line in lines:
+            if line.strip():
+                with contextlib.suppress(json.JSONDecodeError):
+                    records.append(json.loads(line))
+        return records
+
+
+# ---------------------------------------------------------------------------- running
+def _terminate(proc: subprocess.Popen) -> None:
+    """Stop the trainer and everything it started (its own process group)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def run_stage(
+    cmd: list[str],
+    run_dir: Path,
+    env: dict[str, str],
+    progress: Progress,
+    label: str,
+    step_offset: int,
+    method_steps: int,
+    timeout: float | None = None,
+    heartbeat_s: float = 30.0,
+) -> tuple[int, float]:
+    """Run one trainer process, printing a line per logged step; returns (exit code, wall seconds)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    follower = MetricsFollower(run_dir / "metrics.jsonl")
+    started = time.monotonic()
+    last_output = started
+
+    def report_new() -> None:
+        nonlocal last_output
+        for record in follower.poll():
+            data = record.get("data", {})
+            if REWARD in data:
+                step = int(record.get("step", 0)) + step_offset
+                print(progress.step_line(label, step, method_steps, data), flush=True)
+                last_output = time.monotonic()
+
+    with open(run_dir / "train.log", "w") as log:
+        log.write("+ " + shlex.join(cmd) + "\n")
+        log.flush()
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        try:
+            while (rc := proc.poll()) is None:
+                report_new()
+                now = time.monotonic()
+                if timeout is not None and now - started > timeout:
+                    print(f"{label} timed out after {timeout:.0f} s; stopping it", flush=True)
+                    _terminate(proc)
+                    rc = 124
+                    break
+                if now - last_output > heartbeat_s:
+                    print(f"{label} running, {now - started:.0f} s (log: {log.name})", flush=True)
+                    last_output = now
+                time.sleep(0.5)
+        except BaseException:
+            _terminate(proc)
+            raise
+    report_new()
+    return rc, time.monotonic() - started
+
+
+def _log_tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def _read_records(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    return MetricsFollower(path).poll()
+
+
+def _training_rows(path: Path) -> list[dict]:
+    from recipe.plots import read_metrics
+
+    try:
+        return read_metrics(path)
+    except (OSError, ValueError):
+        return []
+
+
+def checkpoint_hf_dir(checkpoint_root: Path, merge_dir: Path) -> Path:
+    """The Hugging Face model of the last checkpoint under `checkpoint_root`."""
+    from recipe.eval_checkpoint import resolve_model
+
+    return resolve_model(checkpoint_root, merge_dir).hf_dir
+
+
+def evaluate_checkpoint(
+    checkpoint_root: Path, data: list[str], out_dir: Path, args: argparse.Namespace, max_new_tokens: int
+) -> dict[str, float]:
+    """chord-eval on the last checkpoint under `checkpoint_root`: `{benchmark: avg@k in %}`."""
+    from recipe.evaluate import RESULTS_JSON
+    from recipe.evaluate import main as eval_main
+
+    argv = [
+        "--model", str(checkpoint_root), "--data", *data, "--out", str(out_dir),
+        "--merged-dir", str(out_dir / "merged"), "--k", str(args.eval_k),
+        "--temperature", str(args.eval_temperature), "--max-new-tokens", str(max_new_tokens),
+        "--seed", str(args.seed), "--backend", args.eval_backend,
+    ]  # fmt: skip
+    if args.eval_max_problems is not None:
+        argv += ["--max-problems", str(args.eval_max_problems)]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with open(out_dir / "eval.log", "w") as log:
+        with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+            print("+ chord-eval " + shlex.join(argv), flush=True)
+            rc = eval_main(argv)
+    if rc != 0:
+        raise RuntimeError(f"chord-eval exited with {rc}: {_log_tail(out_dir / 'eval.log', 5)}")
+    summary = json.loads((out_dir / RESULTS_JSON).read_text())["summary"]
+    return {name: 100.0 * float(s["avg_at_k"]) for name, s in summary.items()}
+
+
+def _resolved(cfg: Any, key: str) -> Any:
+    """`cfg.<key>` with its interpolations resolved against the whole config."""
+    value = OmegaConf.select(cfg, key, throw_on_missing=True)
+    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+
+
+class Comparison:
+    """Runs the methods of one `chord-compare` call and writes its report."""
+
+    def __init__(self, args: argparse.Namespace, overrides: list[str], command: str):
+        self.args = args
+        self.overrides = overrides
+        self.command = command
+        self.out = Path(args.out).resolve()
+        self.runs = self.out / "runs"
+        self.env = dict(os.environ, CHORD_WORKDIR=str(Path(args.workdir).resolve()))
+        self.env.setdefault("VERL_USE_EXTERNAL_MODULES", "recipe.plugins")
+        os.environ["CHORD_WORKDIR"] = self.env["CHORD_WORKDIR"]  # resolves ${chord_workdir} in compose
+        self.results: list[MethodResult] = []
+        self.plans: list[MethodPlan] = []
+
+    # -------------------------------------------------------------- per stage
+    def stage_config(
+        self, stage: Stage, run_dir: Path, save: bool, model_path: Path | None
+    ) -> tuple[list[str], Any]:
+        overrides = stage_overrides(
+            stage,
+            seed=self.args.seed,
+            run_dir=run_dir,
+            save_checkpoint=save,
+            user_overrides=self.overrides,
+            model_path=model_path,
+        )
+        cfg = compose_config(self.args.config_name, overrides)
+        fix = micro_batch_override(cfg)
+        if fix is not None:
+            print(f"  note: {stage.method}: {fix} (a rank's mini-batch must split into micro-batches)")
+            overrides.append(fix)
+        return overrides, cfg
+
+    def run_method(self, plan: MethodPlan, index: int, progress: Progress) -> MethodResult:
+        method_dir = self.runs / plan.name
+        shutil.rmtree(method_dir, ignore_errors=True)  # a fresh run: verl would resume old checkpoints
+        method_dir.mkdir(parents=True)
+        started = time.monotonic()
+        stage_rows: list[list[dict]] = []
+        run_dirs: list[Path] = []
+        hf_dirs: dict[str, Path] = {}
+        error: str | None = None
+        cfg = None
+        for stage in plan.stages:
+            run_dir = method_dir if len(plan.stages) == 1 else method_dir / stage.name
+            is_last = stage is plan.stages[-1]
+            feeds_next = any(s.init_from == stage.name for s in plan.stages)
+            save = feeds_next or (is_last and self.args.eval)
+            model_path = hf_dirs.get(stage.init_from) if stage.init_from else None
+            overrides, cfg = self.stage_config(stage, run_dir, save, model_path)
+            cmd = trainer_command(sys.executable, self.args.config_name, overrides)
+            label = f"[{index}/{len(self.plans)} {plan.name}"
+            label += f":{stage.name}]" if len(plan.stages) > 1 else "]"
+            print(f"{label} start: {stage.steps} steps of method={stage.method}, log {run_dir / 'train.log'}")
+            rc, _ = run_stage(
+                cmd, run_dir, self.env, progress, label, stage.step_offset, plan.steps, self.args.timeout
+            )
+            run_dirs.append(run_dir)
+            stage_rows.append(_training_rows(run_dir / "metrics.jsonl"))
+            if rc != 0:
+                error = f"{stage.name} stage exited with {rc}; see {run_dir / 'train.log'}"
+                tail = _log_tail(run_dir / "train.log")
+                print(f"{label} FAILED (exit {rc}); last lines of {run_dir / 'train.log'}:\n{tail}")
+                break
+            if feeds_next:
+                try:
+                    hf_dirs[stage.name] = checkpoint_hf_dir(run_dir / "checkpoints", run_dir / "hf")
+                except (ValueError, FileNotFoundError, RuntimeError) as exc:
+                    error = f"{stage.name} stage: no model to start the next stage from: {exc}"
+                    break
+        wall = time.monotonic() - started
+        rows = join_stages(stage_rows, [s.step_offset for s in plan.stages[: len(stage_rows)]])
+        result = summarize(plan.name, rows, self.args.last_k) if rows else MethodResult(plan.name)
+        result.wall_s = wall
+        result.switch_steps = plan.switch_steps
+        result.run_dirs = [str(d) for d in run_dirs]
+        result.verl_val_acc = validation_accuracy(_read_records(run_dirs[-1] / "metrics.jsonl"))
+        if error is not None or result.steps < plan.steps:
+            result.status = "failed"
+            result.error = error or f"logged {result.steps} of {plan.steps} steps"
+        elif self.args.eval:
+            eval_started = time.monotonic()
+            try:
+                data = self.args.eval_data or _resolved(cfg, "data.val_files")
+                data = [data] if isinstance(data, str) else list(data)
+                max_new = self.args.eval_max_new_tokens or int(_resolved(cfg, "data.max_response_length"))
+                result.eval_acc = evaluate_checkpoint(
+                    run_dirs[-1] / "checkpoints", data, method_dir / "eval", self.args, max_new
+                )
+            except Exception as exc:  # evaluation is optional: report it, keep the training result
+                result.error = f"evaluation failed: {exc}"
+                print(f"  {plan.name}: {result.error}")
+            result.eval_s = time.monotonic() - eval_started
+        (method_dir / RESULT_FILE).write_text(json.dumps(result.to_dict(), indent=1) + "\n")
+        return result
+
+    # -------------------------------------------------------------- whole comparison
+    def config(self) -> dict[str, Any]:
+        a = self.args
+        return {
+            "command": self.command,
+            "config_name": a.config_name,
+            "methods": [p.name for p in self.plans],
+            "steps": a.steps,
+            "seed": a.seed,
+            "sft_fraction": a.sft_fraction,
+            "last_k": a.last_k,
+            "overrides": self.overrides,
+            "eval": a.eval,
+            "eval_k": a.eval_k,
+            "eval_temperature": a.eval_temperature,
+            "workdir": self.env["CHORD_WORKDIR"],
+            "host": {"platform": platform.platform(), "cpus": os.cpu_count()},
+        }
+
+    def write_report(self) -> tuple[Path, Path, Path | None]:
+        from recipe.plots import plot_comparison
+
+        plot = None
+        curves = {r.method: r.curves for r in self.results if r.curves}
+        if curves:
+            smooth = self.args.smooth or max(1, self.args.steps // 10)
+            title = f"chord-compare: {self.args.config_name}, {self.args.steps} steps, seed {self.args.seed}"
+            plot = plot_comparison(
+                curves,
+                self.out / "compare.png",
+                title=title,
+                smooth=smooth,
+                switch_steps={r.method: r.switch_steps for r in self.results},
+            )
+        json_path, md_path = write_tables(self.results, self.config(), self.out, plot)
+        return json_path, md_path, plot
+
+    def prepare(self) -> None:
+        if self.args.config_name == TINY_CONFIG:
+            from recipe.demo import prepare_assets
+
+            workdir = Path(self.env["CHORD_WORKDIR"])
+            if not (workdir / "data" / "expert.parquet").exists() or not (workdir / "model").exists():
+                print(f"chord-compare: building the tiny model and task in {workdir}")
+            prepare_assets(workdir)
+
+    def run(self, methods: list[str]) -> int:
+        self.plans = [plan_method(m, self.args.steps, self.args.sft_fraction) for m in methods]
+        self.prepare()
+        total = sum(p.steps for p in self.plans)
+        print(
+            f"chord-compare: {len(self.plans)} methods x {self.args.steps} steps ({total} steps) on "
+            f"--config-name {self.args.config_name}, seed {self.args.seed} -> {self.out}",
+            flush=True,
+        )
+        progress = Progress(total, len(self.plans))
+        for index, plan in enumerate(self.plans, 1):
+            result = self.run_method(plan, index, progress)
+            progress.done = sum(p.steps for p in self.plans[:index])  # count skipped steps of a failure
+            self.results.append(result)
+            evals = ", ".join(f"eval {k} {v:.1f}%" for k, v in result.eval_acc.items())
+            if result.status == "ok":
+                print(
+                    f"[{index}/{len(self.plans)} {plan.name}] done in {result.wall_s:.0f} s: final reward "
+                    f"{result.final_reward:.3f} (last {result.last_k}), best {result.best_reward:.3f} "
+                    f"at step {result.best_step}"
+                    + (f", {evals}" if evals else "")
+                    + f" | {progress.overall()}",
+                    flush=True,
+                )
+            else:
+                print(f"[{index}/{len(self.plans)} {plan.name}] failed: {result.error}", flush=True)
+            self.write_report()
+            if result.status != "ok" and self.args.fail_fast:
+                break
+        return self.finish()
+
+    def finish(self) -> int:
+        json_path, md_path, plot = self.write_report()
+        print("\n" + markdown_table(self.results), end="")
+        print(f"\nchord-compare: wrote {md_path}, {json_path}" + (f", {plot}" if plot else ""))
+        return 0 if all(r.status == "ok" and r.error is None for r in self.results) else 1
+
+    def report_only(self, methods: list[str]) -> int:
+        self.plans = [plan_method(m, self.args.steps, self.args.sft_fraction) for m in methods]
+        for plan in self.plans:
+            path = self.runs / plan.name / RESULT_FILE
+            if not path.exists():
+                raise FileNotFoundError(f"--report-only: {path} is missing (run {plan.name} first)")
+            self.results.append(MethodResult(**json.loads(path.read_text())))
+        return self.finish()
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser()
+    args, overrides = parser.parse_known_args(argv)
+    try:
+        check_user_overrides(overrides)
+        methods = parse_methods(args.methods, [*preset_methods(), SFT_THEN_RL])
+        for name in methods:  # fail before the first run, not after an hour
+            plan_method(name, args.steps, args.sft_fraction)
+        if args.last_k < 1:
+            raise ValueError(f"--last-k must be >= 1, got {args.last_k}")
+        comparison = Comparison(args, overrides, "chord-compare " + shlex.join(argv))
+        if args.report_only:
+            return comparison.report_only(methods)
+        return comparison.run(methods)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"chord-compare: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\nchord-compare: interrupted; finished methods are in the report", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,210 @@
+"""What `chord-compare` runs: method names -> stages -> `chord-train` commands. No subprocesses here.
+
+A method is either a preset of `conf/method/` (one stage, `method=<name>`) or the two-stage
+baseline `sft_then_rl`: `method=sft` for `round(sft_fraction * steps)` steps, its final
+checkpoint turned into a Hugging Face directory, then `method=grpo` from that directory for the
+remaining steps. Every stage of every method gets the same task, data, seeds and config; the
+step budget of a method is the sum of its stages.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+SFT_THEN_RL = "sft_then_rl"
+
+# Keys chord-compare sets itself for every stage; passing them as overrides would break the
+# comparison (same budget, seed and layout for every method), so they have their own flags.
+RESERVED_KEYS = {
+    "method": "--methods",
+    "trainer.total_training_steps": "--steps",
+    "trainer.default_local_dir": "--out",
+    "trainer.resume_mode": "(runs always start fresh)",
+    "data.seed": "--seed",
+    "chord.expert.seed": "--seed",
+    "actor_rollout_ref.rollout.seed": "--seed",
+    "ray_kwargs.ray_init.runtime_env.env_vars.VERL_FILE_LOGGER_PATH": "--out",
+    "hydra.run.dir": "--out",
+}
+
+
+def preset_methods(conf_dir: Path = CONF_DIR) -> list[str]:
+    """The presets `method=<name>` accepts (the yaml files of `conf/method/`), sorted."""
+    return sorted(p.stem for p in (conf_dir / "method").glob("*.yaml"))
+
+
+def parse_methods(spec: str, known: Iterable[str]) -> list[str]:
+    """`"grpo, chord_phi"` -> `["grpo", "chord_phi"]`; unknown or repeated names raise ValueError."""
+    known = list(known)
+    names = [name.strip() for name in spec.split(",") if name.strip()]
+    if not names:
+        raise ValueError("--methods: name at least one method")
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise ValueError(f"--methods: unknown method(s) {unknown}; known: {', '.join(known)}")
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ValueError(f"--methods: repeated method(s) {repeated}")
+    return names
+
+
+def split_steps(steps: int, sft_fraction: float) -> tuple[int, int]:
+    """(SFT steps, RL steps) of `sft_then_rl`: `round(fraction * steps)`, each stage >= 1 step."""
+    if not 0.0 < sft_fraction < 1.0:
+        raise ValueError(f"--sft-fraction must be in (0, 1), got {sft_fraction}")
+    if steps < 2:
+        raise ValueError(f"{SFT_THEN_RL} needs --steps >= 2 (one SFT and one RL step), got {steps}")
+    sft_steps = min(max(1, math.floor(sft_fraction * steps + 0.5)), steps - 1)
+    return sft_steps, steps - sft_steps
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One `chord-train` run of a method.
+
+    `step_offset`: added to the stage's own step numbers to place them on the method's axis.
+    `init_from`: name of the earlier stage whose final checkpoint is this stage's model.
+    """
+
+    name: str
+    method: str
+    steps: int
+    step_offset: int = 0
+    init_from: str | None = None
+
+
+@dataclass(frozen=True)
+class MethodPlan:
+    name: str
+    stages: tuple[Stage, ...]
+
+    @property
+    def steps(self) -> int:
+        return sum(stage.steps for stage in self.stages)
+
+    @property
+    def switch_steps(self) -> list[int]:
+        """Steps after which the next stage starts (where a plot marks the switch)."""
+        return [stage.step_offset + stage.steps for stage in self.stages[:-1]]
+
+
+def plan_method(name: str, steps: int, sft_fraction: float = 0.5) -> MethodPlan:
+    if steps < 1:
+        raise ValueError(f"--steps must be >= 1, got {steps}")
+    if name != SFT_THEN_RL:
+        return MethodPlan(name, (Stage("train", name, steps),))
+    sft_steps, rl_steps = split_steps(steps, sft_fraction)
+    return MethodPlan(
+        name,
+        (
+            Stage("sft", "sft", sft_steps),
+            Stage("rl", "grpo", rl_steps, step_offset=sft_steps, init_from="sft"),
+        ),
+    )
+
+
+def override_key(override: str) -> str:
+    """The config key an override sets: `+a.b=1` -> `a.b`, `~a.b` -> `a.b`."""
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def check_user_overrides(overrides: list[str]) -> None:
+    """Reject malformed overrides and the keys chord-compare sets itself (naming the flag to use)."""
+    for override in overrides:
+        if override.startswith("-"):
+            raise ValueError(f"unknown option {override!r} (hydra overrides look like key=value)")
+        if "=" not in override and not override.startswith("~"):
+            raise ValueError(f"{override!r} is not a hydra override (key=value)")
+        key = override_key(override)
+        if key in RESERVED_KEYS:
+            raise ValueError(f"{key}: set by chord-compare for every method; use {RESERVED_KEYS[key]}")
+
+
+def stage_overrides(
+    stage: Stage,
+    *,
+    seed: int,
+    run_dir: Path,
+    save_checkpoint: bool,
+    user_overrides: list[str],
+    model_path: str | Path | None = None,
+) -> list[str]:
+    """Hydra overrides of one stage, in order: defaults the user may change, the user's
+    overrides, then what the comparison fixes (later values win in hydra)."""
+    soft = ["trainer.val_before_train=false", "trainer.test_freq=-1", "trainer.save_freq=-1"]
+    fixed = [
+        f"method={stage.method}",
+        f"trainer.total_training_steps={stage.steps}",
+        f"trainer.default_local_dir={run_dir / 'checkpoints'}",
+        "trainer.resume_mode=disable",
+        f"data.seed={seed}",
+        f"++chord.expert.seed={seed}",  # a ChordConfig key the yaml does not list
+        f"actor_rollout_ref.rollout.seed={seed}",
+        f"ray_kwargs.ray_init.runtime_env.env_vars.VERL_FILE_LOGGER_PATH={run_dir / 'metrics.jsonl'}",
+        f"hydra.run.dir={run_dir / 'hydra'}",
+    ]
+    if save_checkpoint:
+        # Only the last step is saved, with full HF weights next to the shards: evaluation and
+        # the next stage load them as they were trained (verl's shard merger would cast to bf16).
+        fixed += [
+            f"trainer.save_freq={stage.steps}",
+            "actor_rollout_ref.actor.checkpoint.save_contents=[model,optimizer,extra,hf_model]",
+        ]
+    if model_path is not None:
+        fixed.append(f"actor_rollout_ref.model.path={model_path}")
+    return [*soft, *user_overrides, *fixed]
+
+
+def trainer_command(python: str, config_name: str, overrides: list[str]) -> list[str]:
+    return [python, "-m", "recipe.main_chord", "--config-name", config_name, *overrides]
+
+
+def compose_config(config_name: str, overrides: list[str], conf_dir: Path = CONF_DIR) -> Any:
+    """The config `chord-train --config-name <config_name> <overrides>` would run (not resolved)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(conf_dir), version_base=None):
+        # hydra.* overrides configure the app's output folders, which compose does not have
+        app_overrides = [o for o in overrides if not o.startswith("hydra.")]
+        return compose(config_name=config_name, overrides=app_overrides)
+
+
+def rows_per_rank_mini_batch(cfg: Any) -> int:
+    """Rows (rollout + expert) one data-parallel rank holds in one actor mini-batch."""
+    from omegaconf import OmegaConf
+
+    from recipe.config import load_chord_config
+
+    actor = cfg.actor_rollout_ref.actor
+    n = cfg.actor_rollout_ref.rollout.n
+    rollout_rows = cfg.data.train_batch_size * n
+    expert_rows = load_chord_config(OmegaConf.to_container(cfg.chord, resolve=True)).expert_rows(rollout_rows)
+    num_mini_batch = rollout_rows // (actor.ppo_mini_batch_size * n)
+    dp = cfg.trainer.n_gpus_per_node * cfg.trainer.nnodes // actor.get("ulysses_sequence_parallel_size", 1)
+    return (rollout_rows + expert_rows) // (dp * num_mini_batch)
+
+
+def micro_batch_override(cfg: Any) -> str | None:
+    """An override that makes the actor's micro-batch size divide a rank's mini-batch, or None.
+
+    A preset tuned for the methods with expert rows (cpu_tiny: 8 rollout + 4 expert rows per
+    rank, micro-batch 12) leaves GRPO's 8 rows indivisible, which verl rejects. Micro-batching
+    does not change the update (every loss term is normalised by its global token count), so
+    the largest divisor not above the configured size keeps the methods comparable.
+    """
+    actor = cfg.actor_rollout_ref.actor
+    micro = actor.get("ppo_micro_batch_size_per_gpu")
+    if actor.use_dynamic_bsz or not micro:
+        return None
+    rows = rows_per_rank_mini_batch(cfg)
+    if rows % micro == 0:
+        return None
+    divisor = max(d for d in range(1, min(micro, rows) + 1) if rows % d == 0)
+    return f"actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu={divisor}"

@@ -1,0 +1,173 @@
+"""chord-compare end to end with a stand-in trainer: a small script that logs metrics like verl.
+
+The real trainer runs in tests/integration/test_compare_cpu.py; here the orchestration (stages,
+sft_then_rl hand-off, progress lines, failures, report files) is checked in seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import textwrap
+from pathlib import Path
+
+import matplotlib.image as mpimg
+import pytest
+from omegaconf import OmegaConf
+
+import recipe.compare as compare
+from recipe.compare import MetricsFollower, Progress, main
+
+FAKE_TRAINER = textwrap.dedent(
+    """
+    import json, os, sys, time
+    args = dict(a.lstrip("+").split("=", 1) for a in sys.argv[1:] if "=" in a)
+    steps = int(args["trainer.total_training_steps"])
+    metrics = args["ray_kwargs.ray_init.runtime_env.env_vars.VERL_FILE_LOGGER_PATH"]
+    os.makedirs(os.path.dirname(metrics), exist_ok=True)
+    with open(os.path.join(os.path.dirname(metrics), "argv.json"), "w") as f:
+        json.dump(sys.argv[1:], f)
+    mu = {"sft": 1.0, "grpo": 0.0}.get(args["method"], 0.5)
+    with open(metrics, "w") as f:
+        for step in range(1, steps + 1):
+            data = {"critic/score/mean": step / 10, "chord/mu": mu, "actor/entropy": 1.0 / step,
+                    "response_length/mean": 3.0, "timing_s/step": 0.01}
+            f.write(json.dumps({"step": step, "data": data}) + "\\n")
+            f.flush()
+            if args["method"] == os.environ.get("FAKE_FAIL_METHOD"):
+                sys.exit(3)
+    """
+)
+
+
+@pytest.fixture
+def fake_trainer(tmp_path, monkeypatch):
+    monkeypatch.setenv("CHORD_WORKDIR", str(tmp_path / "assets"))  # main() exports it; restored after
+    script = tmp_path / "fake_trainer.py"
+    script.write_text(FAKE_TRAINER)
+    monkeypatch.setattr(
+        compare, "trainer_command", lambda python, name, overrides: [python, str(script), *overrides]
+    )
+    cfg = OmegaConf.create(
+        {
+            "chord": {"variant": "chord_phi", "expert": {"files": ["e.parquet"], "rows_per_step": 32}},
+            "data": {"train_batch_size": 16, "val_files": ["val.parquet"], "max_response_length": 8},
+            "trainer": {"n_gpus_per_node": 2, "nnodes": 1},
+            "actor_rollout_ref": {
+                "rollout": {"n": 4},
+                "actor": {
+                    "ppo_mini_batch_size": 4,
+                    "ppo_micro_batch_size_per_gpu": 12,
+                    "use_dynamic_bsz": False,
+                },
+            },
+        }
+    )
+
+    def fake_compose(name, overrides):
+        method = next(o.split("=", 1)[1] for o in overrides if o.startswith("method="))
+        return OmegaConf.merge(cfg, {"chord": {"variant": method}})
+
+    monkeypatch.setattr(compare, "compose_config", fake_compose)
+    handoffs = []
+
+    def fake_hf_dir(checkpoint_root, merge_dir):
+        handoffs.append(checkpoint_root)
+        return merge_dir
+
+    monkeypatch.setattr(compare, "checkpoint_hf_dir", fake_hf_dir)
+    return handoffs
+
+
+def _args(out: Path, *extra: str) -> list[str]:
+    return ["--out", str(out), "--workdir", str(out / "assets"), "--config-name", "fake", "--no-eval", *extra]
+
+
+def test_compare_runs_each_method_prints_progress_and_writes_the_report(fake_trainer, tmp_path, capsys):
+    out = tmp_path / "cmp"
+    rc = main(_args(out, "--methods", "grpo,chord_phi,sft_then_rl", "--steps", "4", "--last-k", "2",
+                    "trainer.logger=[console]"))  # fmt: skip
+    printed = capsys.readouterr().out
+    assert rc == 0
+    assert "[1/3 grpo] step 1/4  reward 0.100  mu 0.000" in printed
+    assert "all 12/12 (100%)" in printed
+    assert "[3/3 sft_then_rl:rl] step 4/4  reward 0.200  mu 0.000" in printed  # stage-2 step 2 at step 4
+    assert "ppo_micro_batch_size_per_gpu=8" in printed  # grpo's micro-batch note
+
+    report = json.loads((out / "compare.json").read_text())
+    by_method = {m["method"]: m for m in report["methods"]}
+    assert list(by_method) == ["grpo", "chord_phi", "sft_then_rl"]
+    assert by_method["grpo"]["final_reward"] == pytest.approx(0.35)  # (0.3 + 0.4) / 2
+    assert by_method["sft_then_rl"]["curves"]["mu"] == [[1, 1.0], [2, 1.0], [3, 0.0], [4, 0.0]]
+    assert by_method["sft_then_rl"]["switch_steps"] == [2]
+    assert report["config"]["overrides"] == ["trainer.logger=[console]"]
+
+    stage2_argv = json.loads((out / "runs" / "sft_then_rl" / "rl" / "argv.json").read_text())
+    assert f"actor_rollout_ref.model.path={out / 'runs' / 'sft_then_rl' / 'sft' / 'hf'}" in stage2_argv
+    assert "trainer.logger=[console]" in stage2_argv
+    assert fake_trainer == [out / "runs" / "sft_then_rl" / "sft" / "checkpoints"]
+    grpo_argv = json.loads((out / "runs" / "grpo" / "argv.json").read_text())
+    assert grpo_argv[-1] == "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=8"
+
+    table = (out / "compare.md").read_text()
+    assert "| `chord_phi` | 4 | 0.350 | 0.400 (4) |" in table
+    assert mpimg.imread(out / "compare.png").shape[:2] == (800, 1200)
+
+    # --report-only rebuilds the same table from the runs' result.json files, training nothing.
+    (out / "compare.md").unlink()
+    assert main(_args(out, "--methods", "grpo,chord_phi,sft_then_rl", "--steps", "4", "--report-only")) == 0
+    assert "| `chord_phi` | 4 | 0.350 | 0.400 (4) |" in (out / "compare.md").read_text()
+
+
+def test_a_failed_method_is_reported_and_the_others_still_run(fake_trainer, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("FAKE_FAIL_METHOD", "chord_mu")
+    out = tmp_path / "cmp"
+    rc = main(_args(out, "--methods", "chord_mu,grpo", "--steps", "3"))
+    printed = capsys.readouterr().out
+    assert rc == 1
+    assert "[1/2 chord_mu] FAILED (exit 3)" in printed
+    table = (out / "compare.md").read_text()
+    assert "| `chord_mu` | failed after 1 |" in table
+    assert "| `grpo` | 3 |" in table
+
+    rc = main(_args(tmp_path / "ff", "--methods", "chord_mu,grpo", "--steps", "3", "--fail-fast"))
+    assert rc == 1
+    methods = [m["method"] for m in json.loads((tmp_path / "ff" / "compare.json").read_text())["methods"]]
+    assert methods == ["chord_mu"]
+
+
+def test_bad_arguments_exit_2_before_any_run(tmp_path, capsys):
+    assert main(_args(tmp_path, "--methods", "grpo,ppo")) == 2
+    assert "unknown method(s) ['ppo']" in capsys.readouterr().err
+    assert main(_args(tmp_path, "--methods", "sft_then_rl", "--steps", "1")) == 2
+    assert main(_args(tmp_path, "trainer.total_training_steps=3")) == 2
+    assert "use --steps" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_metrics_follower_returns_only_complete_new_lines(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    follower = MetricsFollower(path)
+    assert follower.poll() == []  # not written yet
+    path.write_bytes(b'{"step": 1, "data": {"a": 1}}\n{"step": 2, "da')
+    assert follower.poll() == [{"step": 1, "data": {"a": 1}}]
+    with open(path, "ab") as f:
+        f.write(b'ta": {"a": 2}}\n')
+    assert follower.poll() == [{"step": 2, "data": {"a": 2}}]
+    assert follower.poll() == []
+
+
+def test_progress_line_counts_steps_over_all_methods():
+    progress = Progress(total_steps=4, num_methods=2)
+    line = progress.step_line("[1/2 grpo]", 1, 2, {"critic/score/mean": 0.25, "chord/mu": 0.0})
+    assert line.startswith("[1/2 grpo] step 1/2  reward 0.250  mu 0.000 | all 1/4 (25%), 0:00:00 elapsed")
+    assert progress.done == 1
+
+
+def test_run_stage_returns_the_exit_code_and_logs_output(tmp_path, capsys):
+    cmd = [sys.executable, "-c", "print('hello from the trainer'); raise SystemExit(5)"]
+    rc, wall = compare.run_stage(cmd, tmp_path / "run", {}, Progress(1, 1), "[1/1 x]", 0, 1)
+    assert rc == 5
+    assert wall >= 0.0
+    log = (tmp_path / "run" / "train.log").read_text()
+    assert log.startswith("+ ") and "hello from the trainer" in log

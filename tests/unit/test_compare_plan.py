@@ -1,0 +1,138 @@
+"""chord-compare's run plan: method names, the sft_then_rl split, overrides (no trainer run)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from recipe.compare_plan import (
+    SFT_THEN_RL,
+    Stage,
+    check_user_overrides,
+    micro_batch_override,
+    parse_methods,
+    plan_method,
+    preset_methods,
+    split_steps,
+    stage_overrides,
+    trainer_command,
+)
+
+
+def test_preset_methods_are_the_method_yaml_files():
+    methods = preset_methods()
+    assert {"grpo", "sft", "chord_mu", "chord_phi", "iw_sft"} <= set(methods)
+    assert methods == sorted(methods)
+    assert SFT_THEN_RL not in methods
+
+
+def test_parse_methods_strips_and_rejects_unknown_or_repeated():
+    known = ["grpo", "chord_phi", SFT_THEN_RL]
+    assert parse_methods(" grpo, sft_then_rl ,", known) == ["grpo", "sft_then_rl"]
+    with pytest.raises(ValueError, match=r"unknown method\(s\) \['luffy'\]"):
+        parse_methods("grpo,luffy", known)
+    with pytest.raises(ValueError, match="repeated"):
+        parse_methods("grpo,grpo", known)
+    with pytest.raises(ValueError, match="at least one"):
+        parse_methods(" , ", known)
+
+
+def test_split_steps_rounds_and_keeps_both_stages():
+    assert split_steps(40, 0.5) == (20, 20)
+    assert split_steps(5, 0.5) == (3, 2)  # round half up
+    assert split_steps(10, 0.25) == (3, 7)
+    assert split_steps(2, 0.01) == (1, 1)
+    assert split_steps(2, 0.99) == (1, 1)
+    with pytest.raises(ValueError, match="--steps >= 2"):
+        split_steps(1, 0.5)
+    with pytest.raises(ValueError, match="sft-fraction"):
+        split_steps(10, 1.0)
+
+
+def test_plan_of_sft_then_rl_is_sft_then_grpo_from_its_checkpoint():
+    plan = plan_method(SFT_THEN_RL, 10, sft_fraction=0.3)
+    assert plan.stages == (
+        Stage("sft", "sft", 3),
+        Stage("rl", "grpo", 7, step_offset=3, init_from="sft"),
+    )
+    assert plan.steps == 10
+    assert plan.switch_steps == [3]
+    single = plan_method("chord_phi", 10)
+    assert single.stages == (Stage("train", "chord_phi", 10),) and single.switch_steps == []
+
+
+def test_stage_overrides_put_user_values_between_defaults_and_fixed_keys():
+    stage = Stage("rl", "grpo", 7, step_offset=3, init_from="sft")
+    run_dir = Path("/runs/sft_then_rl/rl")
+    overrides = stage_overrides(
+        stage,
+        seed=3,
+        run_dir=run_dir,
+        save_checkpoint=True,
+        user_overrides=["trainer.test_freq=5"],
+        model_path=Path("/runs/sft_then_rl/sft/hf"),
+    )
+    assert overrides.index("trainer.test_freq=-1") < overrides.index("trainer.test_freq=5")
+    assert overrides.index("trainer.test_freq=5") < overrides.index("method=grpo")
+    for expected in (
+        "trainer.total_training_steps=7",
+        "trainer.default_local_dir=/runs/sft_then_rl/rl/checkpoints",
+        "data.seed=3",
+        "++chord.expert.seed=3",
+        "actor_rollout_ref.rollout.seed=3",
+        "ray_kwargs.ray_init.runtime_env.env_vars.VERL_FILE_LOGGER_PATH=/runs/sft_then_rl/rl/metrics.jsonl",
+        "trainer.save_freq=7",
+        "actor_rollout_ref.model.path=/runs/sft_then_rl/sft/hf",
+        "trainer.resume_mode=disable",
+    ):
+        assert expected in overrides
+    no_save = stage_overrides(Stage("train", "sft", 4), seed=0, run_dir=run_dir, save_checkpoint=False,
+                              user_overrides=[])  # fmt: skip
+    assert "trainer.save_freq=-1" in no_save
+    assert not any(o.startswith("actor_rollout_ref.model.path") for o in no_save)
+    assert trainer_command("py", "cpu_tiny", ["a=1"]) == [
+        "py", "-m", "recipe.main_chord", "--config-name", "cpu_tiny", "a=1",
+    ]  # fmt: skip
+
+
+def test_user_overrides_may_not_set_what_the_comparison_fixes():
+    check_user_overrides(["trainer.test_freq=5", "+actor_rollout_ref.model.foo=1", "~trainer.logger"])
+    with pytest.raises(ValueError, match="trainer.total_training_steps: .* use --steps"):
+        check_user_overrides(["trainer.total_training_steps=9"])
+    with pytest.raises(ValueError, match="method: .* use --methods"):
+        check_user_overrides(["method=grpo"])
+    with pytest.raises(ValueError, match="data.seed: .* use --seed"):
+        check_user_overrides(["++data.seed=1"])
+    with pytest.raises(ValueError, match="unknown option '--stpes'"):
+        check_user_overrides(["--stpes"])
+    with pytest.raises(ValueError, match="not a hydra override"):
+        check_user_overrides(["grpo"])
+
+
+def _config(variant: str, micro: int | None, dynamic: bool = False):
+    return OmegaConf.create(
+        {
+            "chord": {"variant": variant, "expert": {"files": ["e.parquet"], "rows_per_step": 32}},
+            "data": {"train_batch_size": 16},
+            "trainer": {"n_gpus_per_node": 2, "nnodes": 1},
+            "actor_rollout_ref": {
+                "rollout": {"n": 4},
+                "actor": {"ppo_mini_batch_size": 4, "ppo_micro_batch_size_per_gpu": micro,
+                          "use_dynamic_bsz": dynamic},
+            },
+        }
+    )  # fmt: skip
+
+
+def test_micro_batch_override_only_when_a_rank_mini_batch_does_not_divide():
+    # cpu_tiny's arithmetic: 64 rollout rows (+ 32 expert rows) over 2 ranks x 4 mini-batches.
+    assert micro_batch_override(_config("chord_phi", 12)) is None  # 8 + 4 = 12 rows per rank
+    assert (
+        micro_batch_override(_config("grpo", 12)) == "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=8"
+    )
+    assert (
+        micro_batch_override(_config("grpo", 3)) == "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=2"
+    )
+    assert micro_batch_override(_config("grpo", 12, dynamic=True)) is None
