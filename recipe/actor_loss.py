@@ -23,7 +23,7 @@ from verl.utils.metric import AggregationType, Metric
 from verl.workers.config import ActorConfig
 from verl.workers.utils.padding import no_padding_2_padding
 
-from chord.losses import aggregate, chord_loss
+from chord.losses import aggregate, chord_loss, luffy_loss
 from chord.losses.combined import split_rows
 from recipe.config import ChordConfig
 
@@ -35,7 +35,7 @@ PG_NORMALIZER = "chord_pg_normalizer"
 SFT_NORMALIZER = "chord_sft_normalizer"
 
 # Terms divided by a global count add up over micro-batches and ranks; diagnostics are means.
-_SUMMED = {"pg_loss", "sft_loss", "chord_loss"}
+_SUMMED = {"pg_loss", "sft_loss", "chord_loss", "luffy_loss", "offpolicy_loss"}
 
 
 def chord_actor_loss(
@@ -59,29 +59,42 @@ def chord_actor_loss(
     mask = batch["response_mask"].to(torch.float32)
     is_expert = batch[IS_EXPERT].to(torch.bool)
     ref_log_prob = batch.get("ref_log_prob", None)
-    weighting = chord.spec.sft_weighting or "nll"
-
-    loss, raw = chord_loss(
-        log_prob,
-        batch["old_log_probs"],
-        batch["advantages"],
-        mask,
-        is_expert,
-        mu=mu,
-        sft_weighting=weighting,
-        ref_logp=ref_log_prob if chord.spec.needs_ref_logp else None,
-        quality=batch.get(QUALITY, None) if chord.spec.needs_quality else None,
-        clip_low=config.clip_ratio_low,
-        clip_high=config.clip_ratio_high,
-        clip_c=config.clip_ratio_c,
-        agg=config.loss_agg_mode,
-        pg_normalizer=pg_norm,
-        sft_normalizer=sft_norm,
-        cutoff_prob=chord.sft.cutoff_prob,
-        iw_temp=chord.iw.temp,
-        iw_w_max=chord.iw.w_max,
-        iw_normalize=chord.iw.normalize,
-    )
+    if chord.spec.loss == "luffy":  # one objective over all rows, one normaliser
+        loss, raw = luffy_loss(
+            log_prob,
+            batch["old_log_probs"],
+            batch["advantages"],
+            mask,
+            is_expert,
+            gamma=chord.luffy.gamma,
+            clip_low=config.clip_ratio_low,
+            clip_high=config.clip_ratio_high,
+            clip_c=config.clip_ratio_c,
+            agg=config.loss_agg_mode,
+            normalizer=pg_norm + sft_norm,
+        )
+    else:
+        loss, raw = chord_loss(
+            log_prob,
+            batch["old_log_probs"],
+            batch["advantages"],
+            mask,
+            is_expert,
+            mu=mu,
+            sft_weighting=chord.spec.sft_weighting or "nll",
+            ref_logp=ref_log_prob if chord.spec.needs_ref_logp else None,
+            quality=batch.get(QUALITY, None) if chord.spec.needs_quality else None,
+            clip_low=config.clip_ratio_low,
+            clip_high=config.clip_ratio_high,
+            clip_c=config.clip_ratio_c,
+            agg=config.loss_agg_mode,
+            pg_normalizer=pg_norm,
+            sft_normalizer=sft_norm,
+            cutoff_prob=chord.sft.cutoff_prob,
+            iw_temp=chord.iw.temp,
+            iw_w_max=chord.iw.w_max,
+            iw_normalize=chord.iw.normalize,
+        )
     on_mask, _ = split_rows(mask, is_expert)
     metrics: dict = {}
 

@@ -37,6 +37,8 @@ VARIANTS: dict[str, VariantSpec] = {
     "dft": VariantSpec(sft_weighting="dft", uses_expert=True),
     "iw_sft": VariantSpec(sft_weighting="iw", uses_expert=True, needs_ref_logp=True),
     "iw_sft_q": VariantSpec(sft_weighting="iw_q", uses_expert=True, needs_ref_logp=True, needs_quality=True),
+    # LUFFY: each prompt's expert response (from the RL data) joins its GRPO group; no mu.
+    "luffy": VariantSpec(sft_weighting=None, uses_expert=False, loss="luffy"),
 }
 
 
@@ -103,12 +105,23 @@ class IWConfig:
 
 
 @dataclass
+class LuffyConfig:
+    """LUFFY: off-policy tokens use f(p) = p / (p + gamma); expert rows come from the RL rows'
+    `extra_info[response_key]` (one per prompt) and score `expert_reward` (curated: correct)."""
+
+    gamma: float = 0.1
+    expert_reward: float = 1.0
+    response_key: str = "expert_response"
+
+
+@dataclass
 class ChordConfig:
     variant: str = "chord_phi"
     mu: MuConfig = field(default_factory=MuConfig)
     expert: ExpertConfig = field(default_factory=ExpertConfig)
     sft: SFTConfig = field(default_factory=SFTConfig)
     iw: IWConfig = field(default_factory=IWConfig)
+    luffy: LuffyConfig = field(default_factory=LuffyConfig)
 
     @property
     def spec(self) -> VariantSpec:
@@ -163,3 +176,5 @@ def _validate(chord: ChordConfig) -> None:
         raise ValueError(f"chord.sft.cutoff_prob: must be in (0, 1], got {chord.sft.cutoff_prob}")
     if chord.iw.temp <= 0 or chord.iw.w_max <= 0:
         raise ValueError("chord.iw.temp / chord.iw.w_max: must be > 0")
+    if chord.luffy.gamma <= 0:
+        raise ValueError(f"chord.luffy.gamma: must be > 0, got {chord.luffy.gamma}")

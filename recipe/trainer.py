@@ -33,6 +33,7 @@ import torch
 from verl import DataProto
 from verl.trainer.ppo.ray_trainer import RayPPOTrainer
 
+from chord.advantages import broadcast_to_tokens, grpo_outcome_advantages
 from chord.data import ExpertBuffer
 from chord.schedules import build_mu_schedule
 from recipe.actor_loss import IS_EXPERT, MU, QUALITY
@@ -52,6 +53,8 @@ class ChordRayTrainer(RayPPOTrainer):
         self.mu_schedule = build_mu_schedule(chord.mu.schedule, **chord.mu.schedule_params())
         rollout_rows = self.config.data.train_batch_size * self.config.actor_rollout_ref.rollout.n
         self.expert_rows = chord.expert_rows(rollout_rows)
+        if chord.spec.loss == "luffy":  # one expert trace per prompt, from the RL rows themselves
+            self.expert_rows = self.config.data.train_batch_size
         self.expert_buffer: ExpertBuffer | None = None
         if self.expert_rows > 0:
             data_cfg = self.config.data
@@ -117,14 +120,16 @@ class ChordRayTrainer(RayPPOTrainer):
         )
         on_policy.batch[IS_EXPERT] = torch.zeros(n_on, dtype=torch.bool)
         metrics = {"chord/mu": mu, "chord/expert_rows": 0.0, "chord/expert_tokens": 0.0}
-        parts = [on_policy]
-        if self.expert_buffer is not None:
-            expert, expert_metrics = self._expert_dataproto(on_policy)
+        merged = on_policy
+        if self.expert_rows:
+            if self.chord.spec.loss == "luffy":
+                expert, expert_metrics = self._luffy_rows(batch, on_policy)
+            else:
+                expert, expert_metrics = self._expert_dataproto(on_policy)
             metrics.update(expert_metrics)
-            parts.append(expert)
-        if len(parts) > 1 and QUALITY in parts[1].batch.keys():
-            parts[0].batch[QUALITY] = torch.ones(n_on, dtype=torch.float32)
-        merged = DataProto.concat(parts) if len(parts) > 1 else on_policy
+            if QUALITY in expert.batch.keys():
+                on_policy.batch[QUALITY] = torch.ones(n_on, dtype=torch.float32)
+            merged = DataProto.concat([on_policy, expert])
         merged = merged.select_idxs(self._interleave_order(n_on, len(merged) - n_on, num_mini_batch))
         merged.meta_info.update(on_policy.meta_info)
         merged.meta_info[MU] = mu
@@ -166,12 +171,86 @@ class ChordRayTrainer(RayPPOTrainer):
         metrics["chord/expert_tokens"] = float(padded["response_mask"].sum().item())
         return out, metrics
 
-    def _interleave_order(self, n_on: int, n_expert: int, num_mini_batch: int) -> list[int]:
-        """Row order giving every data-parallel rank and mini-batch an equal share of both kinds.
+    def _luffy_rows(self, batch: DataProto, on_policy: DataProto) -> tuple[DataProto, dict[str, float]]:
+        """LUFFY: each prompt's expert response joins its GRPO group as one more rollout.
 
-        verl hands rank r the r-th contiguous chunk and (without shuffling) slices mini-batches
-        contiguously inside it, so both kinds are cut into dp * num_mini_batch equal blocks and
-        laid out block by block.
+        The response is the RL row's `extra_info[chord.luffy.response_key]`; it scores
+        `chord.luffy.expert_reward`. Advantages of the whole group (rollouts and expert trace)
+        are recomputed with `chord.advantages.grpo_outcome_advantages(expert_in_groups=True)`.
+        """
+        cfg = self.chord.luffy
+        uids = list(batch.non_tensor_batch["uid"])
+        extra_info = batch.non_tensor_batch.get("extra_info")
+        first_row: dict[str, int] = {}
+        for i, uid in enumerate(uids):
+            first_row.setdefault(uid, i)
+        rows = list(first_row.values())
+        eos = self.tokenizer.eos_token_id
+        width = on_policy.batch["responses"].shape[1]
+        responses = torch.full((len(rows), width), self.tokenizer.pad_token_id, dtype=torch.long)
+        response_mask = torch.zeros(len(rows), width, dtype=torch.long)
+        truncated = 0
+        for j, i in enumerate(rows):
+            info = extra_info[i] if extra_info is not None else None
+            if not isinstance(info, dict) or not isinstance(info.get(cfg.response_key), str):
+                where = info.get("index", i) if isinstance(info, dict) else i
+                raise ValueError(
+                    f"chord.luffy.response_key: RL row {where} has no string extra_info"
+                    f"[{cfg.response_key!r}] (LUFFY needs each prompt's expert response)"
+                )
+            ids = self.tokenizer.encode(info[cfg.response_key], add_special_tokens=False) + [eos]
+            truncated += len(ids) > width
+            ids = ids[:width]
+            responses[j, : len(ids)] = torch.tensor(ids)
+            response_mask[j, : len(ids)] = 1
+        prompts = on_policy.batch["prompts"][rows]
+        prompt_width = prompts.shape[1]
+        attention = torch.cat([on_policy.batch["attention_mask"][rows, :prompt_width], response_mask], dim=1)
+        n_on, n_ex = len(on_policy), len(rows)
+        scores = torch.cat(
+            [batch.batch["token_level_scores"].sum(-1).float(), torch.full((n_ex,), float(cfg.expert_reward))]
+        )
+        is_expert = torch.cat([torch.zeros(n_on, dtype=torch.bool), torch.ones(n_ex, dtype=torch.bool)])
+        advantages = grpo_outcome_advantages(
+            scores,
+            uids + [uids[i] for i in rows],
+            is_expert,
+            norm_by_std=bool(self.config.algorithm.get("norm_adv_by_std_in_grpo", True)),
+            expert_in_groups=True,
+        )
+        on_mask = on_policy.batch["response_mask"].float()
+        on_policy.batch["advantages"] = broadcast_to_tokens(advantages[:n_on], on_mask)
+        expert = DataProto.from_dict(
+            tensors={
+                "prompts": prompts,
+                "responses": responses,
+                "input_ids": torch.cat([prompts, responses], dim=1),
+                "attention_mask": attention,
+                "position_ids": (attention.cumsum(-1) - 1).clamp(min=0),
+                "response_mask": response_mask,
+                "old_log_probs": torch.zeros(n_ex, width, dtype=torch.float32),  # unused: no ratio
+                "advantages": broadcast_to_tokens(advantages[n_on:], response_mask.float()),
+                IS_EXPERT: torch.ones(n_ex, dtype=torch.bool),
+            }
+        )
+        if "ref_log_prob" in on_policy.batch.keys():
+            expert.meta_info["temperature"] = on_policy.meta_info.get("temperature", 1.0)
+            expert = expert.union(self._compute_ref_log_prob(expert))
+        metrics = {
+            "chord/expert_rows": float(n_ex),
+            "chord/expert_tokens": float(response_mask.sum().item()),
+            "chord/expert_truncated": float(truncated),
+        }
+        return expert, metrics
+
+    def _interleave_order(self, n_on: int, n_expert: int, num_mini_batch: int) -> list[int]:
+        """Row order giving every rank, mini-batch and (if possible) micro-batch an equal share of
+        rollout and expert rows.
+
+        verl hands rank r the r-th contiguous chunk, slices mini-batches contiguously inside it
+        (without `actor.shuffle`) and fixed-size micro-batches contiguously inside those. Both
+        kinds are cut into that many equal blocks and laid out block by block, so each term's
+        per-micro-batch diagnostics (e.g. `actor/expert_p_mean`) average over real rows.
         """
         dp = self._get_dp_size(self.actor_rollout_wg, "actor")
         blocks = dp * num_mini_batch
@@ -180,6 +259,13 @@ class ChordRayTrainer(RayPPOTrainer):
                 f"chord.expert.rows_per_step: {n_expert} expert rows and {n_on} rollout rows must both "
                 f"divide into {blocks} blocks (data-parallel size {dp} x {num_mini_batch} mini-batches)"
             )
+        actor = self.config.actor_rollout_ref.actor
+        micro = None if actor.use_dynamic_bsz else actor.get("ppo_micro_batch_size_per_gpu")
+        rows_per_block = (n_on + n_expert) // blocks
+        if micro and rows_per_block % micro == 0:
+            fine = blocks * (rows_per_block // micro)
+            if n_on % fine == 0 and n_expert % fine == 0:
+                blocks = fine
         on_idx = np.arange(n_on).reshape(blocks, -1)
         ex_idx = (n_on + np.arange(n_expert)).reshape(blocks, -1)
         return np.concatenate([on_idx, ex_idx], axis=1).reshape(-1).tolist()

@@ -77,7 +77,8 @@ def _rl_rows(items: list[tuple[str, str]], split: str) -> list[dict[str, Any]]:
             prompt=[{"role": "user", "content": problem}],
             ground_truth=answer,
             ability="arithmetic",
-            extra_info={"split": split, "index": i, "problem": problem},
+            # the expert response of this prompt: LUFFY adds it to the prompt's GRPO group
+            extra_info={"split": split, "index": i, "problem": problem, "expert_response": answer},
         )
         for i, (problem, answer) in enumerate(items)
     ]

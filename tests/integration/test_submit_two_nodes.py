@@ -85,7 +85,42 @@ def probe_check(scratch: Path, dummy: str, stdout: str) -> None:
 
 
 PROBE_JOB = SubmitJob("probe", probe_args, probe_check)
-JOBS = [PROBE_JOB]
+
+
+def cpu_tiny_args(scratch: Path, dummy: str) -> list[str]:
+    """The real trainer: `chord-train --config-name cpu_tiny` for 2 steps on the tiny model.
+
+    Model and data live at an absolute path outside the upload (`outputs/` is excluded and a
+    relative path would resolve inside the job's temporary copy of the repository).
+    """
+    from chord.prepare.tiny_task import generate_tiny_task
+    from chord.tiny_model import build_tiny_model
+
+    build_tiny_model(scratch / "model")
+    generate_tiny_task(scratch / "data", num_train=64, num_val=16, num_expert=64, seed=0)
+    return [
+        "--env", f"CHORD_WORKDIR={scratch}",
+        "--", "--config-name", "cpu_tiny",
+        # the cluster exists already: Ray refuses resource arguments when joining it
+        "ray_kwargs.ray_init.num_cpus=null", "ray_kwargs.ray_init.num_gpus=null",
+        "trainer.total_training_steps=2", "trainer.save_freq=2", "trainer.test_freq=-1",
+        "trainer.val_before_train=false", f"trainer.default_local_dir={scratch / 'checkpoints'}",
+    ]  # fmt: skip
+
+
+def cpu_tiny_check(scratch: Path, dummy: str, stdout: str) -> None:
+    rows = [json.loads(line) for line in (scratch / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    steps = [r for r in rows if "chord/mu" in r["data"]]
+    assert [r["step"] for r in steps] == [1, 2]
+    assert all(r["data"]["chord/expert_rows"] == 32 for r in steps)
+    step_dir = scratch / "checkpoints" / "global_step_2"
+    assert (step_dir / "actor").is_dir()
+    assert json.loads((step_dir / "chord_state.json").read_text())["global_steps"] == 2
+
+
+# Two logical GPUs (one per FSDP rank) and CPUs for the preset's {CPU: 3, GPU: 1} bundles.
+CPU_TINY_JOB = SubmitJob("cpu_tiny", cpu_tiny_args, cpu_tiny_check, head_cpus=8, head_gpus=2, timeout_s=600)
+JOBS = [PROBE_JOB, CPU_TINY_JOB]
 
 
 def _free_port() -> int:

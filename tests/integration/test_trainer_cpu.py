@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from chord.schedules import build_mu_schedule
-from recipe.config import load_chord_config
+from recipe.config import MuConfig
 
 pytestmark = pytest.mark.slow
 
@@ -61,9 +61,10 @@ def run_trainer(workdir: Path, run_dir: Path, *overrides: str, steps: int = STEP
     return [r for r in rows if "chord/mu" in r["data"]]
 
 
-def expected_mu(method_overrides: dict, step: int) -> float:
-    chord = load_chord_config(method_overrides)
-    return build_mu_schedule(chord.mu.schedule, **chord.mu.schedule_params())(step)
+def expected_mu(mu_section: dict, step: int) -> float:
+    """mu of `chord.schedules` at `step`, for a `chord.mu` section as the config holds it."""
+    params = MuConfig(**mu_section)
+    return build_mu_schedule(params.schedule, **params.schedule_params())(step)
 
 
 @pytest.fixture(scope="module")
@@ -113,10 +114,7 @@ def test_resume_from_step_2_continues_with_same_mu_and_expert_rows(phi_run, work
 
 def test_chord_mu_follows_the_schedule(workdir, tmp_path):
     rows = run_trainer(workdir, tmp_path, "method=chord_mu", "chord.mu.decay_steps=4", "trainer.save_freq=-1")
-    preset = {
-        "variant": "chord_mu",
-        "mu": {"schedule": "cosine", "warmup_steps": 0, "decay_steps": 4, "peak": 0.9, "valley": 0.05},
-    }
+    preset = {"schedule": "cosine", "warmup_steps": 0, "decay_steps": 4, "peak": 0.9, "valley": 0.05}
     assert [r["step"] for r in rows] == [1, 2, 3]
     for row in rows:
         assert row["data"]["chord/mu"] == pytest.approx(expected_mu(preset, row["step"]))
@@ -151,3 +149,15 @@ def test_iw_sft_uses_reference_log_probs_from_verls_reference_worker(workdir, tm
     assert second["actor/sft_weight_mean"] != pytest.approx(1.0, abs=1e-6)
     assert 0.0 < second["actor/sft_weight_max"] <= 16.0
     assert second["chord/mu"] == pytest.approx(1.0)
+
+
+def test_luffy_adds_one_expert_trace_per_prompt(workdir, tmp_path):
+    # 16 prompts x 4 rollouts + 16 expert traces = 80 rows: 10 per rank and mini-batch
+    micro = "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=10"
+    rows = run_trainer(workdir, tmp_path, "method=luffy", "trainer.save_freq=-1", micro, steps=2)
+    assert [r["step"] for r in rows] == [1, 2]
+    for row in rows:
+        data = row["data"]
+        assert data["chord/expert_rows"] == 16  # cpu_tiny: data.train_batch_size prompts
+        assert data["chord/mu"] == 0.0
+        assert "actor/offpolicy_loss" in data and data["actor/expert_p_mean"] > 0
