@@ -185,7 +185,10 @@ def rows_per_rank_mini_batch(cfg: Any) -> int:
     actor = cfg.actor_rollout_ref.actor
     n = cfg.actor_rollout_ref.rollout.n
     rollout_rows = cfg.data.train_batch_size * n
-    expert_rows = load_chord_config(OmegaConf.to_container(cfg.chord, resolve=True)).expert_rows(rollout_rows)
+    chord = load_chord_config(OmegaConf.to_container(cfg.chord, resolve=True))
+    expert_rows = chord.expert_rows(rollout_rows)
+    if chord.spec.loss == "luffy":  # as ChordRayTrainer: one expert trace per prompt joins its group
+        expert_rows = cfg.data.train_batch_size
     num_mini_batch = rollout_rows // (actor.ppo_mini_batch_size * n)
     dp = cfg.trainer.n_gpus_per_node * cfg.trainer.nnodes // actor.get("ulysses_sequence_parallel_size", 1)
     return (rollout_rows + expert_rows) // (dp * num_mini_batch)

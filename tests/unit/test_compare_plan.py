@@ -136,3 +136,8 @@ def test_micro_batch_override_only_when_a_rank_mini_batch_does_not_divide():
         micro_batch_override(_config("grpo", 3)) == "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=2"
     )
     assert micro_batch_override(_config("grpo", 12, dynamic=True)) is None
+    # LUFFY: one expert trace per prompt, 16 + 64 rows -> 10 per rank and mini-batch.
+    assert (
+        micro_batch_override(_config("luffy", 12))
+        == "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=10"
+    )

@@ -85,7 +85,7 @@ def test_tool_llama3b_is_the_reference_tool_setting(monkeypatch):
 
 
 @pytest.mark.parametrize("config_name", GPU_PRESETS)
-@pytest.mark.parametrize("method", ["grpo", "chord_phi", "chord_mu", "iw_sft"])
+@pytest.mark.parametrize("method", ["grpo", "chord_phi", "chord_mu", "iw_sft", "luffy"])
 def test_gpu_presets_pass_verl_validation_and_expert_row_arithmetic(config_name, method):
     from verl.trainer.ppo.utils import need_critic, need_reference_policy
     from verl.utils.config import validate_config
@@ -98,8 +98,10 @@ def test_gpu_presets_pass_verl_validation_and_expert_row_arithmetic(config_name,
     validate_config(cfg, use_reference_policy=need_reference_policy(cfg), use_critic=need_critic(cfg))
     rollout_rows = cfg.data.train_batch_size * cfg.actor_rollout_ref.rollout.n
     expert_rows = chord.expert_rows(rollout_rows)
+    if chord.spec.loss == "luffy":  # as ChordRayTrainer: one expert trace per prompt
+        expert_rows = cfg.data.train_batch_size
     fake_trainer = SimpleNamespace(config=cfg, expert_rows=expert_rows)
     ChordRayTrainer._check_batch_arithmetic(fake_trainer, rollout_rows)  # raises if indivisible
     assert rollout_rows == 256
-    assert expert_rows == {"grpo": 0}.get(method, 64 if config_name == "math_qwen7b" else 32)
+    assert expert_rows == {"grpo": 0, "luffy": 32}.get(method, 64 if config_name == "math_qwen7b" else 32)
     assert need_reference_policy(cfg) is (method == "iw_sft")  # iw-SFT's reference = initial policy
