@@ -50,10 +50,15 @@ def main(argv: list[str] | None = None) -> None:
         description="Train the embedded default (tiny model, bundled task, CPU)."
     )
     parser.add_argument("--workdir", default="outputs/demo", help="where model, data, run and plot go")
-    parser.add_argument("--fresh", action="store_true", help="start over instead of resuming a previous run")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from the last checkpoint instead of starting over (verl's file logger then "
+        "rewrites metrics.jsonl with the resumed steps only)",
+    )
     args, overrides = parser.parse_known_args(argv)
     workdir = Path(args.workdir).resolve()
-    if args.fresh:
+    if not args.resume:
         import shutil
 
         for stale in ("checkpoints", "metrics.jsonl", "reward_mu.png"):
