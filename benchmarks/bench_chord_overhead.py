@@ -27,7 +27,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 MINI = "actor_rollout_ref.actor.ppo_mini_batch_size"
-CASES = {  # both: 4 mini-batches of 24 rows, 12 per rank
+CASES = {  # both: 4 mini-batches of 24 rows (12 per rank), micro-batches by token budget
     "grpo": ["method=grpo", "data.train_batch_size=24", f"{MINI}=6"],
     "chord_phi": ["method=chord_phi", "data.train_batch_size=16", f"{MINI}=4"],
 }
@@ -64,6 +64,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--workdir", default=None, help="default: a temporary folder")
+    parser.add_argument("--order", default="grpo,chord_phi", help="which case runs first (run-order effects)")
     args = parser.parse_args()
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="chord_bench_"))
     from chord.prepare.tiny_task import generate_tiny_task
@@ -72,7 +73,10 @@ def main() -> None:
     if not (workdir / "model" / "config.json").exists():
         build_tiny_model(workdir / "model")
         generate_tiny_task(workdir / "data", num_train=1024, num_val=16, num_expert=1024, seed=0)
-    results = {name: summarize(run_case(name, workdir, args.steps), args.warmup) for name in CASES}
+    order = args.order.split(",")
+    if sorted(order) != sorted(CASES):
+        parser.error(f"--order must list {sorted(CASES)}")
+    results = {name: summarize(run_case(name, workdir, args.steps), args.warmup) for name in order}
     base, chord = results["grpo"], results["chord_phi"]
     print("| case | step s (mean) | update_actor s (mean) | update_actor s (median) | peak RSS GB |")
     print("|---|---|---|---|---|")
