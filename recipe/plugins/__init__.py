@@ -2,7 +2,8 @@
 
 - `cpu_platform`: a "cpu" platform (gloo, host memory, Ray "GPU" slots as FSDP ranks);
 - `cpu_engine`: verl's FSDP engines registered for device "cpu";
-- `hf_rollout`: a transformers-generate rollout replica, `actor_rollout_ref.rollout.name=hf`.
+- `hf_rollout`: a transformers-generate rollout replica, `actor_rollout_ref.rollout.name=hf`;
+- `reward_manager`: `reward.reward_manager.name=chord`, verl's naive manager plus truncation.
 
 Everything goes through verl's registries; nothing in verl is patched. verl logs plugin import
 errors only at DEBUG, so `python -c "import recipe.plugins"` is the way to see one.
@@ -10,13 +11,17 @@ errors only at DEBUG, so `python -c "import recipe.plugins"` is the way to see o
 
 from __future__ import annotations
 
+# isort: off
+# The platform must be registered before anything asks verl for its platform (verl resolves it
+# once per process), so this import comes first.
+from recipe.plugins import cpu_platform  # noqa: F401  (registration on import)
+
+# isort: on
 from verl.plugin.platform.platform_manager import get_platform
 from verl.workers.rollout.base import _ROLLOUT_REGISTRY
 from verl.workers.rollout.replica import RolloutReplicaRegistry
 
-# The platform must be registered before anything asks verl for its platform (it is resolved
-# once per process), so this import comes first.
-from recipe.plugins import cpu_platform  # noqa: F401,I001  (registration on import)
+from recipe.plugins import reward_manager  # noqa: F401  (registers the `chord` reward manager)
 
 if get_platform().device_name == "cpu":
     # Importing verl's FSDP engine is slow: only CPU processes need it registered here.
