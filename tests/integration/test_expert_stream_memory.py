@@ -30,5 +30,6 @@ def test_streaming_a_200mb_file_keeps_rss_growth_far_below_its_size(tmp_path):
     assert run["rows"] == gen["rows"] and run["epoch_done"]  # every row of the file was served
     assert gen["peak_growth_mb"] < 0.25 * file_mb, gen  # the generator writes in chunks
     assert run["peak_growth_mb"] < 0.25 * file_mb, run
-    # flat: the second half of the file costs no more than the first
-    assert run["rss_max_second_half_mb"] <= run["rss_max_first_half_mb"] + 0.05 * file_mb, run
+    # flat: the second half of the file costs about what the first did (allocator noise of a few
+    # MB allowed; holding the rows served would add ~100 MB here)
+    assert run["rss_max_second_half_mb"] <= run["rss_max_first_half_mb"] + 0.1 * file_mb, run
