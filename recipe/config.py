@@ -136,6 +136,41 @@ class ChordConfig:
         return math.ceil(float(self.expert.ratio) * rollout_rows)
 
 
+def expert_rows_per_step(config: Any, chord: ChordConfig) -> int:
+    """Expert rows merged into each step, for the whole verl `config` (LUFFY: one per prompt)."""
+    if chord.spec.loss == "luffy":
+        return int(config.data.train_batch_size)
+    return chord.expert_rows(int(config.data.train_batch_size) * int(config.actor_rollout_ref.rollout.n))
+
+
+def check_batch_arithmetic(config: Any, chord: ChordConfig) -> None:
+    """Fail naming the keys when expert rows cannot be split like the rollout rows.
+
+    The trainer spreads both kinds evenly over data-parallel ranks x mini-batches; with fixed
+    micro-batches each rank's share of a mini-batch must also divide into micro-batches.
+    """
+    actor = config.actor_rollout_ref.actor
+    rollout_rows = int(config.data.train_batch_size) * int(config.actor_rollout_ref.rollout.n)
+    expert_rows = expert_rows_per_step(config, chord)
+    n = int(config.actor_rollout_ref.rollout.n)
+    num_mini_batch = rollout_rows // (int(actor.ppo_mini_batch_size) * n)
+    world = int(config.trainer.n_gpus_per_node) * int(config.trainer.nnodes)
+    dp = world // int(actor.get("ulysses_sequence_parallel_size", 1) or 1)
+    blocks = dp * max(num_mini_batch, 1)
+    if expert_rows % blocks:
+        raise ValueError(
+            f"chord.expert.rows_per_step: {expert_rows} expert rows per step must divide evenly "
+            f"over {dp} data-parallel ranks x {num_mini_batch} mini-batches"
+        )
+    per_rank = (rollout_rows + expert_rows) // blocks
+    micro = actor.get("ppo_micro_batch_size_per_gpu")
+    if not actor.use_dynamic_bsz and micro and per_rank % micro:
+        raise ValueError(
+            f"chord.expert.rows_per_step / actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu: each "
+            f"rank's mini-batch holds {per_rank} rows (rollout + expert), not a multiple of {micro}"
+        )
+
+
 def load_chord_config(cfg: DictConfig | dict | None) -> ChordConfig:
     """Merge `cfg` (the `chord:` section) over the defaults and validate it."""
     schema = OmegaConf.structured(ChordConfig)
@@ -143,7 +178,8 @@ def load_chord_config(cfg: DictConfig | dict | None) -> ChordConfig:
         merged = OmegaConf.merge(schema, cfg if cfg is not None else {})
     except OmegaConfBaseException as exc:
         key = getattr(exc, "full_key", None) or ""
-        raise ValueError(f"chord.{key}: {exc.msg if hasattr(exc, 'msg') else exc}") from None
+        reason = str(getattr(exc, "msg", exc)).splitlines()[0]
+        raise ValueError(f"chord.{key}: {reason}") from None
     chord: ChordConfig = OmegaConf.to_object(merged)
     _validate(chord)
     return chord

@@ -18,7 +18,7 @@ import hydra
 import ray
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from recipe.config import ChordConfig, load_chord_config
+from recipe.config import ChordConfig, check_batch_arithmetic, load_chord_config
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
@@ -35,6 +35,7 @@ def prepare_config(config: DictConfig) -> ChordConfig:
         with open_dict(config):
             actor.use_kl_loss = True
             actor.kl_loss_coef = 0.0
+    check_batch_arithmetic(config, chord)
     return chord
 
 
@@ -114,7 +115,6 @@ def build_task_runner():
 def run(config: DictConfig) -> None:
     """Validate, then run training on the Ray cluster (local, or `RAY_ADDRESS`)."""
     from verl.trainer.main_ppo import run_ppo
-    from verl.utils.config import validate_config  # noqa: F401  (fail early on a broken verl install)
     from verl.utils.device import auto_set_device
 
     auto_set_device(config)

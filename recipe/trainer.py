@@ -37,7 +37,7 @@ from chord.advantages import broadcast_to_tokens, grpo_outcome_advantages
 from chord.data import ExpertBuffer
 from chord.schedules import build_mu_schedule
 from recipe.actor_loss import IS_EXPERT, MU, QUALITY
-from recipe.config import ChordConfig
+from recipe.config import ChordConfig, check_batch_arithmetic, expert_rows_per_step
 from recipe.workers import NUM_MINI_BATCH
 
 STATE_FILE = "chord_state.json"
@@ -51,12 +51,10 @@ class ChordRayTrainer(RayPPOTrainer):
         super().__init__(*args, **kwargs)
         self.chord = chord
         self.mu_schedule = build_mu_schedule(chord.mu.schedule, **chord.mu.schedule_params())
-        rollout_rows = self.config.data.train_batch_size * self.config.actor_rollout_ref.rollout.n
-        self.expert_rows = chord.expert_rows(rollout_rows)
-        if chord.spec.loss == "luffy":  # one expert trace per prompt, from the RL rows themselves
-            self.expert_rows = self.config.data.train_batch_size
+        self.expert_rows = expert_rows_per_step(self.config, chord)
+        check_batch_arithmetic(self.config, chord)  # also checked before Ray starts
         self.expert_buffer: ExpertBuffer | None = None
-        if self.expert_rows > 0:
+        if self.expert_rows > 0 and chord.spec.uses_expert:
             data_cfg = self.config.data
             self.expert_buffer = ExpertBuffer(
                 list(chord.expert.files),
@@ -68,30 +66,6 @@ class ChordRayTrainer(RayPPOTrainer):
                 seed=chord.expert.seed,
                 schema=chord.expert.schema,
                 shuffle_window_row_groups=chord.expert.shuffle_window_row_groups,
-            )
-        self._check_batch_arithmetic(rollout_rows)
-
-    def _check_batch_arithmetic(self, rollout_rows: int) -> None:
-        """Fail at start-up, naming the keys, when expert rows cannot be split like rollout rows."""
-        cfg = self.config
-        actor = cfg.actor_rollout_ref.actor
-        mini_rows = actor.ppo_mini_batch_size * cfg.actor_rollout_ref.rollout.n
-        num_mini_batch = rollout_rows // mini_rows
-        dp = (
-            cfg.trainer.n_gpus_per_node * cfg.trainer.nnodes // actor.get("ulysses_sequence_parallel_size", 1)
-        )
-        blocks = dp * num_mini_batch
-        if self.expert_rows % blocks:
-            raise ValueError(
-                f"chord.expert.rows_per_step: {self.expert_rows} expert rows per step must divide evenly "
-                f"over {dp} data-parallel ranks x {num_mini_batch} mini-batches"
-            )
-        per_rank = (rollout_rows + self.expert_rows) // blocks
-        micro = actor.get("ppo_micro_batch_size_per_gpu")
-        if not actor.use_dynamic_bsz and micro and per_rank % micro:
-            raise ValueError(
-                f"chord.expert.rows_per_step / actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu: each "
-                f"rank's mini-batch holds {per_rank} rows (rollout + expert), not a multiple of {micro}"
             )
 
     # ------------------------------------------------------------------ the step
@@ -134,7 +108,6 @@ class ChordRayTrainer(RayPPOTrainer):
         merged.meta_info.update(on_policy.meta_info)
         merged.meta_info[MU] = mu
         merged.meta_info[NUM_MINI_BATCH] = num_mini_batch
-        merged.meta_info["chord_loss_agg_mode"] = rollout_cfg.actor.loss_agg_mode
         merged.meta_info["global_token_num"] = merged.batch["attention_mask"].sum(-1).tolist()
         return merged, metrics
 

@@ -47,7 +47,7 @@ class ChordTrainingWorker(TrainingWorker):
     def __init__(self, config, *args, **kwargs):
         init_cpu_process_group()
         super().__init__(config, *args, **kwargs)
-        self.loss_agg_mode = "token-mean"
+        self.loss_agg_mode = "token-mean"  # the actor's `loss_agg_mode`, set in init_model
 
     def train_mini_batch(self, data: TensorDict) -> TensorDict:
         num_mini_batch = tu.pop(data, key=NUM_MINI_BATCH, default=None)
@@ -66,8 +66,7 @@ class ChordTrainingWorker(TrainingWorker):
         mask = data["response_mask"]
         if mask.is_nested:
             mask = mask.to_padded_tensor(0)
-        agg = tu.get_non_tensor_data(data, "chord_loss_agg_mode", default=self.loss_agg_mode)
-        pg, sft = chord_normalizers(mask.float(), data[IS_EXPERT].bool(), agg)
+        pg, sft = chord_normalizers(mask.float(), data[IS_EXPERT].bool(), self.loss_agg_mode)
         counts = torch.stack([pg, sft]).to(get_device_name())
         group = self.engine.get_data_parallel_group()
         if dist.is_initialized():

@@ -1,13 +1,12 @@
 """Every primary config of conf/ composes with every method preset (hydra only, no training).
 
 The GPU presets also pass verl's own `validate_config` and the trainer's expert-row arithmetic
-(`ChordRayTrainer._check_batch_arithmetic`), i.e. they would start on their 8-GPU node.
+(`recipe.config.check_batch_arithmetic`), i.e. they would start on their 8-GPU node.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import yaml
@@ -90,18 +89,14 @@ def test_gpu_presets_pass_verl_validation_and_expert_row_arithmetic(config_name,
     from verl.trainer.ppo.utils import need_critic, need_reference_policy
     from verl.utils.config import validate_config
 
+    from recipe.config import expert_rows_per_step
     from recipe.main_chord import prepare_config
-    from recipe.trainer import ChordRayTrainer
 
     cfg = _compose(config_name, f"method={method}")
-    chord = prepare_config(cfg)  # what chord-train does before Ray starts
+    chord = prepare_config(cfg)  # what chord-train does before Ray starts; raises if indivisible
     validate_config(cfg, use_reference_policy=need_reference_policy(cfg), use_critic=need_critic(cfg))
     rollout_rows = cfg.data.train_batch_size * cfg.actor_rollout_ref.rollout.n
-    expert_rows = chord.expert_rows(rollout_rows)
-    if chord.spec.loss == "luffy":  # as ChordRayTrainer: one expert trace per prompt
-        expert_rows = cfg.data.train_batch_size
-    fake_trainer = SimpleNamespace(config=cfg, expert_rows=expert_rows)
-    ChordRayTrainer._check_batch_arithmetic(fake_trainer, rollout_rows)  # raises if indivisible
+    expert_rows = expert_rows_per_step(cfg, chord)
     assert rollout_rows == 256
     assert expert_rows == {"grpo": 0, "luffy": 32}.get(method, 64 if config_name == "math_qwen7b" else 32)
     assert need_reference_policy(cfg) is (method == "iw_sft")  # iw-SFT's reference = initial policy

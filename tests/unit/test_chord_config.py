@@ -1,0 +1,84 @@
+"""The `chord:` section: defaults, validation naming the key, and the expert-row arithmetic."""
+
+from __future__ import annotations
+
+import pytest
+from omegaconf import OmegaConf
+
+from recipe.config import check_batch_arithmetic, expert_rows_per_step, load_chord_config
+
+EXPERT = {"files": ["expert.parquet"], "rows_per_step": 32}
+
+
+@pytest.mark.parametrize(
+    ("section", "message"),
+    [
+        ({"expert": {"rows_per_stp": 3}}, r"chord\.expert\.rows_per_stp"),
+        ({"variant": "chrd"}, r"chord\.variant: unknown variant 'chrd'"),
+        ({"mu": {"schedule": "cosine", "peak": 1.5}, "expert": EXPERT}, r"chord\.mu: peak"),
+        ({"mu": {"schedule": "exp"}}, r"chord\.mu\.schedule: unknown schedule 'exp'"),
+        ({"variant": "chord_phi"}, r"chord\.expert\.files: variant 'chord_phi' needs expert parquet files"),
+        ({"expert": {"files": ["e.parquet"], "rows_per_step": 4, "ratio": 0.5}}, "set exactly one of them"),
+        (
+            {"expert": {"files": ["e.parquet"], "rows_per_step": 4, "overflow": "clip"}},
+            r"chord\.expert\.overflow",
+        ),
+        ({"variant": "grpo", "sft": {"cutoff_prob": 0.0}}, r"chord\.sft\.cutoff_prob"),
+        ({"variant": "luffy", "luffy": {"gamma": 0}}, r"chord\.luffy\.gamma"),
+    ],
+)
+def test_bad_chord_section_names_the_key(section, message):
+    with pytest.raises(ValueError, match=message):
+        load_chord_config(section)
+
+
+def test_grpo_needs_no_expert_data_and_defaults_fill_in():
+    chord = load_chord_config({"variant": "grpo"})
+    assert chord.spec.sft_weighting is None and chord.expert_rows(64) == 0
+    assert chord.mu.schedule == "constant" and chord.iw.w_max == 16.0
+
+
+def test_expert_ratio_rounds_up():
+    chord = load_chord_config({"variant": "mix", "expert": {"files": ["e.parquet"], "ratio": 0.3}})
+    assert chord.expert_rows(64) == 20  # ceil(0.3 * 64)
+
+
+def _verl_config(prompts=16, n=4, mini=4, gpus=2, micro=None, dynamic=False):
+    return OmegaConf.create(
+        {
+            "data": {"train_batch_size": prompts},
+            "trainer": {"n_gpus_per_node": gpus, "nnodes": 1},
+            "actor_rollout_ref": {
+                "rollout": {"n": n},
+                "actor": {
+                    "ppo_mini_batch_size": mini,
+                    "ppo_micro_batch_size_per_gpu": micro,
+                    "use_dynamic_bsz": dynamic,
+                },
+            },
+        }
+    )
+
+
+def test_expert_rows_must_split_over_ranks_and_mini_batches():
+    chord = load_chord_config(
+        {"variant": "chord_phi", "expert": {"files": ["e.parquet"], "rows_per_step": 12}}
+    )
+    # 2 ranks x 4 mini-batches = 8 blocks: 12 expert rows do not divide
+    with pytest.raises(ValueError, match=r"chord\.expert\.rows_per_step: 12 expert rows .* 2 data-parallel"):
+        check_batch_arithmetic(_verl_config(), chord)
+    check_batch_arithmetic(_verl_config(mini=16), chord)  # 2 ranks x 1 mini-batch: 6 rows each
+
+
+def test_fixed_micro_batches_must_divide_a_ranks_share():
+    chord = load_chord_config({"variant": "chord_phi", "expert": EXPERT})
+    # (64 + 32) / 8 blocks = 12 rows per rank and mini-batch
+    check_batch_arithmetic(_verl_config(micro=12), chord)
+    with pytest.raises(ValueError, match="holds 12 rows .* not a multiple of 8"):
+        check_batch_arithmetic(_verl_config(micro=8), chord)
+    check_batch_arithmetic(_verl_config(micro=8, dynamic=True), chord)  # token-budget micro-batches
+
+
+def test_luffy_adds_one_expert_row_per_prompt():
+    chord = load_chord_config({"variant": "luffy"})
+    assert expert_rows_per_step(_verl_config(prompts=16), chord) == 16
