@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,11 +63,11 @@ def mu_schedule(step: int, *, warmup_steps: int, decay_steps: int, peak: float, 
     return valley
 
 
-class MuSchedule:
+class MuSchedule(ABC):
     """Interface: ``schedule(step, mean_reward=None) -> mu`` in ``[0, 1]``."""
 
-    def __call__(self, step: int, mean_reward: float | None = None) -> float:
-        raise NotImplementedError
+    @abstractmethod
+    def __call__(self, step: int, mean_reward: float | None = None) -> float: ...
 
 
 @dataclass(frozen=True)
