@@ -34,7 +34,7 @@ from verl import DataProto
 from verl.trainer.ppo.ray_trainer import RayPPOTrainer
 
 from chord.advantages import broadcast_to_tokens, grpo_outcome_advantages
-from chord.data import ExpertBuffer
+from chord.data import ExpertBatch, ExpertBuffer
 from chord.schedules import build_mu_schedule
 from recipe.actor_loss import IS_EXPERT, MU, QUALITY
 from recipe.config import ChordConfig, check_batch_arithmetic, expert_rows_per_step
@@ -114,35 +114,54 @@ class ChordRayTrainer(RayPPOTrainer):
     def _expert_dataproto(self, like: DataProto) -> tuple[DataProto, dict[str, float]]:
         """`expert_rows` rows from the buffer, in the layout (and widths) of the rollout batch."""
         expert = self.expert_buffer.next_batch(self.expert_rows)
-        prompt_width = like.batch["prompts"].shape[1]
-        response_width = like.batch["responses"].shape[1]
-        padded = expert.to_padded(prompt_width, response_width, self.tokenizer.pad_token_id)
-        n = len(expert.prompt_ids)
-        tensors = {key: padded[key] for key in _ACTOR_KEYS}
-        tensors["old_log_probs"] = torch.zeros(
-            n, response_width, dtype=torch.float32
-        )  # unused for expert rows
-        tensors["advantages"] = torch.zeros(n, response_width, dtype=torch.float32)
-        tensors[IS_EXPERT] = torch.ones(n, dtype=torch.bool)
+        padded = self._pad_like(expert, like)
+        ref_from_data = padded.get("ref_logp") if self.chord.spec.needs_ref_logp else None
+        no_advantage = torch.zeros_like(padded["response_mask"], dtype=torch.float32)
+        out = self._as_expert_rows(padded, like, no_advantage, ref_from_data)
         if self.chord.spec.needs_quality:
             if "quality" not in padded:
                 raise ValueError(
                     f"chord.variant={self.chord.variant!r} needs a `quality` column in chord.expert.files"
                 )
-            tensors[QUALITY] = padded["quality"].float()
-        out = DataProto.from_dict(tensors=tensors)
-        if "ref_log_prob" in like.batch.keys():
-            if self.chord.spec.needs_ref_logp and "ref_logp" in padded:
-                out.batch["ref_log_prob"] = padded["ref_logp"].float()  # shipped with the data
-            else:
-                out.meta_info["temperature"] = like.meta_info.get("temperature", 1.0)
-                out = out.union(self._compute_ref_log_prob(out))
+            out.batch[QUALITY] = padded["quality"].float()
         metrics = {f"chord/{key}": float(value) for key, value in expert.metrics.items()}
-        metrics["chord/expert_rows"] = float(n)
+        metrics["chord/expert_rows"] = float(len(expert))
         # Which rows were served (CRC32 of their (file, row) ids): resume exactness is checkable.
         metrics["chord/expert_fingerprint"] = float(zlib.crc32(repr(expert.row_ids).encode()))
         metrics["chord/expert_tokens"] = float(padded["response_mask"].sum().item())
         return out, metrics
+
+    def _pad_like(self, expert: ExpertBatch, like: DataProto) -> dict[str, torch.Tensor]:
+        """`expert` padded to the rollout batch's prompt and response widths (verl's layout)."""
+        prompt_width = like.batch["prompts"].shape[1]
+        response_width = like.batch["responses"].shape[1]
+        return expert.to_padded(prompt_width, response_width, self.tokenizer.pad_token_id)
+
+    def _as_expert_rows(
+        self,
+        padded: dict[str, torch.Tensor],
+        like: DataProto,
+        advantages: torch.Tensor,
+        ref_from_data: torch.Tensor | None = None,
+    ) -> DataProto:
+        """Expert rows with every tensor the actor update reads, matching `like`'s keys.
+
+        `old_log_probs` is zero and unused (expert rows have no ratio); reference log-probs come
+        with the data, or from verl's reference worker when the rollout rows carry them.
+        """
+        n = padded["responses"].shape[0]
+        tensors = {key: padded[key] for key in _ACTOR_KEYS}
+        tensors["old_log_probs"] = torch.zeros_like(advantages)
+        tensors["advantages"] = advantages
+        tensors[IS_EXPERT] = torch.ones(n, dtype=torch.bool)
+        out = DataProto.from_dict(tensors=tensors)
+        if "ref_log_prob" in like.batch.keys():
+            if ref_from_data is not None:
+                out.batch["ref_log_prob"] = ref_from_data.float()
+            else:
+                out.meta_info["temperature"] = like.meta_info.get("temperature", 1.0)
+                out = out.union(self._compute_ref_log_prob(out))
+        return out
 
     def _luffy_rows(self, batch: DataProto, on_policy: DataProto) -> tuple[DataProto, dict[str, float]]:
         """LUFFY: each prompt's expert response joins its GRPO group as one more rollout.
@@ -157,13 +176,10 @@ class ChordRayTrainer(RayPPOTrainer):
         first_row: dict[str, int] = {}
         for i, uid in enumerate(uids):
             first_row.setdefault(uid, i)
-        rows = list(first_row.values())
-        eos = self.tokenizer.eos_token_id
+        rows = list(first_row.values())  # one row per prompt, in batch order
         width = on_policy.batch["responses"].shape[1]
-        responses = torch.full((len(rows), width), self.tokenizer.pad_token_id, dtype=torch.long)
-        response_mask = torch.zeros(len(rows), width, dtype=torch.long)
-        truncated = 0
-        for j, i in enumerate(rows):
+        prompt_ids, response_ids, truncated = [], [], 0
+        for i in rows:
             info = extra_info[i] if extra_info is not None else None
             if not isinstance(info, dict) or not isinstance(info.get(cfg.response_key), str):
                 where = info.get("index", i) if isinstance(info, dict) else i
@@ -171,15 +187,17 @@ class ChordRayTrainer(RayPPOTrainer):
                     f"chord.luffy.response_key: RL row {where} has no string extra_info"
                     f"[{cfg.response_key!r}] (LUFFY needs each prompt's expert response)"
                 )
-            ids = self.tokenizer.encode(info[cfg.response_key], add_special_tokens=False) + [eos]
+            prompt_mask = on_policy.batch["attention_mask"][i, : on_policy.batch["prompts"].shape[1]].bool()
+            prompt_ids.append(on_policy.batch["prompts"][i][prompt_mask].tolist())
+            ids = self.tokenizer.encode(info[cfg.response_key], add_special_tokens=False)
+            ids.append(self.tokenizer.eos_token_id)
             truncated += len(ids) > width
-            ids = ids[:width]
-            responses[j, : len(ids)] = torch.tensor(ids)
-            response_mask[j, : len(ids)] = 1
-        prompts = on_policy.batch["prompts"][rows]
-        prompt_width = prompts.shape[1]
-        attention = torch.cat([on_policy.batch["attention_mask"][rows, :prompt_width], response_mask], dim=1)
+            response_ids.append(ids[:width])
         n_on, n_ex = len(on_policy), len(rows)
+        expert = ExpertBatch(
+            prompt_ids, response_ids, None, None, ["luffy"] * n_ex, [("rl", i) for i in rows]
+        )
+        padded = self._pad_like(expert, on_policy)
         scores = torch.cat(
             [batch.batch["token_level_scores"].sum(-1).float(), torch.full((n_ex,), float(cfg.expert_reward))]
         )
@@ -193,28 +211,13 @@ class ChordRayTrainer(RayPPOTrainer):
         )
         on_mask = on_policy.batch["response_mask"].float()
         on_policy.batch["advantages"] = broadcast_to_tokens(advantages[:n_on], on_mask)
-        expert = DataProto.from_dict(
-            tensors={
-                "prompts": prompts,
-                "responses": responses,
-                "input_ids": torch.cat([prompts, responses], dim=1),
-                "attention_mask": attention,
-                "position_ids": (attention.cumsum(-1) - 1).clamp(min=0),
-                "response_mask": response_mask,
-                "old_log_probs": torch.zeros(n_ex, width, dtype=torch.float32),  # unused: no ratio
-                "advantages": broadcast_to_tokens(advantages[n_on:], response_mask.float()),
-                IS_EXPERT: torch.ones(n_ex, dtype=torch.bool),
-            }
-        )
-        if "ref_log_prob" in on_policy.batch.keys():
-            expert.meta_info["temperature"] = on_policy.meta_info.get("temperature", 1.0)
-            expert = expert.union(self._compute_ref_log_prob(expert))
+        expert_adv = broadcast_to_tokens(advantages[n_on:], padded["response_mask"].float())
         metrics = {
             "chord/expert_rows": float(n_ex),
-            "chord/expert_tokens": float(response_mask.sum().item()),
+            "chord/expert_tokens": float(padded["response_mask"].sum().item()),
             "chord/expert_truncated": float(truncated),
         }
-        return expert, metrics
+        return self._as_expert_rows(padded, on_policy, expert_adv), metrics
 
     def _interleave_order(self, n_on: int, n_expert: int, num_mini_batch: int) -> list[int]:
         """Row order giving every rank, mini-batch and (if possible) micro-batch an equal share of
