@@ -52,16 +52,16 @@ setup(
     },
     entry_points={
         "console_scripts": [
-            "chord-train=recipe.main_chord:main",
+            "chord-train=recipe.train.main:main",
             "chord-demo=recipe.demo:main",
             "chord-check-data=chord.data.check:main",
             "chord-prepare-tiny=chord.prepare.tiny_task:main",
             "chord-prepare-openr1=chord.prepare.openr1:main",
             "chord-prepare-toolace=chord.prepare.toolace:main",
             "chord-make-tiny-model=chord.tiny_model:main",
-            "chord-eval=recipe.evaluate:main",
-            "chord-compare=recipe.compare:main",
-            "chord-submit=recipe.submit:main",
+            "chord-eval=recipe.eval.cli:main",
+            "chord-compare=recipe.compare.cli:main",
+            "chord-submit=recipe.launch.submit:main",
         ],
         # verl imports these at start-up (verl/__init__.py): the CPU platform, engine and
         # HF rollout replica that let the same trainer run without a GPU.

@@ -36,7 +36,7 @@ CASES = {  # both: 4 mini-batches of 24 rows (12 per rank), micro-batches by tok
 def run_case(name: str, workdir: Path, steps: int) -> list[dict]:
     metrics = workdir / f"{name}.jsonl"
     cmd = [
-        sys.executable, "-m", "recipe.main_chord", "--config-name", "cpu_tiny", *CASES[name],
+        sys.executable, "-m", "recipe.train.main", "--config-name", "cpu_tiny", *CASES[name],
         f"trainer.total_training_steps={steps}", "trainer.test_freq=-1", "trainer.save_freq=-1",
         "trainer.val_before_train=false", f"trainer.default_local_dir={workdir / name}",
         f"ray_kwargs.ray_init.runtime_env.env_vars.VERL_FILE_LOGGER_PATH={metrics}",

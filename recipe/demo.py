@@ -40,7 +40,7 @@ def prepare_assets(workdir: Path) -> None:
 
 def train(workdir: Path, overrides: list[str]) -> int:
     env = dict(os.environ, CHORD_WORKDIR=str(workdir))
-    cmd = [sys.executable, "-m", "recipe.main_chord", "--config-name", "cpu_tiny", *overrides]
+    cmd = [sys.executable, "-m", "recipe.train.main", "--config-name", "cpu_tiny", *overrides]
     print("+", " ".join(cmd), flush=True)
     return subprocess.call(cmd, env=env)
 
@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> None:
     rc = train(workdir, overrides)
     if rc != 0:
         sys.exit(rc)
-    from recipe.plots import plot_reward_and_mu, read_metrics
+    from recipe.compare.plots import plot_reward_and_mu, read_metrics
 
     rows = read_metrics(workdir / "metrics.jsonl")
     png = plot_reward_and_mu(rows, workdir / "reward_mu.png")

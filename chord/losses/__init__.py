@@ -1,16 +1,15 @@
-"""CHORD losses in plain torch (no Ray, no verl): aggregation, GRPO surrogate, SFT variants,
-iw-SFT, the combined CHORD objective and the LUFFY baseline.
+"""CHORD losses in plain torch (no Ray, no verl), one module per family of formulas:
+`aggregation` (loss_agg_mode), `policy` (GRPO/PPO surrogate), `sft` (weighted NLL: nll, phi,
+dft, iw-SFT), `combined` (CHORD and LUFFY objectives over mixed batches).
 
 All loss functions take ``[B, T]`` tensors, compute in float32 and return
 ``(scalar float32 loss, metrics: dict[str, float])``.
 """
 
 from chord.losses.aggregation import AGG_MODES, agg_normalizer, aggregate
-from chord.losses.combined import chord_loss, chord_normalizers
-from chord.losses.iw import iw_sft_loss, iw_sft_weights
-from chord.losses.luffy import luffy_loss
+from chord.losses.combined import chord_loss, chord_normalizers, luffy_loss
 from chord.losses.policy import policy_loss
-from chord.losses.sft import SFT_WEIGHTINGS, sft_loss
+from chord.losses.sft import SFT_WEIGHTINGS, iw_sft_loss, iw_sft_weights, sft_loss
 
 __all__ = [
     "AGG_MODES",

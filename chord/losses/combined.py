@@ -1,17 +1,31 @@
-"""CHORD's single objective: ``(1 - mu) * GRPO(on-policy rows) + mu * SFT(expert rows)``."""
+"""Objectives over a batch that mixes on-policy and expert rows: CHORD and LUFFY.
+
+- :func:`chord_loss`: ``(1 - mu) * (GRPO - c_ent * H + c_kl * KL)(on-policy rows) + mu * SFT(expert rows)``,
+  each term over its own rows;
+- :func:`luffy_loss`: expert traces as off-policy members of the GRPO groups, ``f(p) = p / (p + gamma)``.
+
+These are the public boundary of a trainer's loss: inputs are validated here once, the formula
+helpers of :mod:`chord.losses.policy` and :mod:`chord.losses.sft` trust them.
+"""
 
 from __future__ import annotations
 
 import torch
 
-from chord.losses._common import to_floats
-from chord.losses.aggregation import AGG_MODES, Normalizer
-from chord.losses.iw import make_iw_options
-from chord.losses.policy import ClipConfig, check_policy_inputs, policy_core
-from chord.losses.sft import check_sft_inputs, sft_core
-from chord.tensor_checks import check_choice, check_mask, check_number, check_row_flags
+from chord.losses._common import masked_mean, to_floats, zero_masked
+from chord.losses.aggregation import AGG_MODES, Normalizer, aggregate_checked
+from chord.losses.policy import (
+    ClipConfig,
+    broadcast_advantages,
+    check_policy_inputs,
+    clipped_surrogate,
+    policy_core,
+    surrogate_metrics,
+)
+from chord.losses.sft import check_sft_inputs, make_iw_options, sft_core
+from chord.tensor_checks import check_choice, check_float_tensor, check_mask, check_number, check_row_flags
 
-__all__ = ["chord_loss", "chord_normalizers", "split_rows"]
+__all__ = ["chord_loss", "chord_normalizers", "luffy_loss", "split_rows"]
 
 
 def split_rows(m: torch.Tensor, is_expert: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -39,6 +53,40 @@ def chord_normalizers(
     return count(on_mask), count(ex_mask)
 
 
+def _check_regularizer(
+    name: str, x: torch.Tensor | None, coef: float, shape: tuple[int, ...]
+) -> torch.Tensor | None:
+    """A per-token regulariser ``[B, T]`` (with grad), or None when not given."""
+    check_number(f"{name}_coef", coef)
+    if x is None:
+        return None
+    return check_float_tensor(name, x, shape=shape, like="logp")
+
+
+def _add_regularizers(
+    loss: torch.Tensor,
+    entropy: torch.Tensor | None,
+    entropy_coeff: float,
+    kl: torch.Tensor | None,
+    kl_coef: float,
+    on_mask: torch.Tensor,
+    agg: str,
+    normalizer: Normalizer,
+    scale: float,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """``loss - scale * c_ent * H + scale * c_kl * KL``, both aggregated over on-policy tokens."""
+    metrics: dict[str, torch.Tensor] = {}
+    if entropy is not None:
+        term = aggregate_checked(entropy, on_mask, agg, normalizer)
+        loss = loss - scale * entropy_coeff * term
+        metrics["entropy_loss"] = term.detach()
+    if kl is not None:
+        term = aggregate_checked(kl, on_mask, agg, normalizer)
+        loss = loss + scale * kl_coef * term
+        metrics["kl_loss"] = term.detach()
+    return loss, metrics
+
+
 def chord_loss(
     logp: torch.Tensor,
     old_logp: torch.Tensor,
@@ -62,8 +110,12 @@ def chord_loss(
     iw_normalize: bool = False,
     q_logp: torch.Tensor | None = None,
     iw_token_clip: tuple[float, float] = (0.2, 1.8),
+    entropy: torch.Tensor | None = None,
+    entropy_coeff: float = 0.0,
+    kl: torch.Tensor | None = None,
+    kl_coef: float = 0.0,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """``L = (1 - mu) * L_GRPO + mu * L_SFT``, each term aggregated over its own rows only.
+    """``L = (1 - mu) * (L_GRPO - c_ent * H + c_kl * KL) + mu * L_SFT``, each term over its own rows.
 
     Shapes: ``logp``, ``old_logp``, ``mask`` (``ref_logp``, ``q_logp``) ``[B, T]``;
     ``advantages`` ``[B]`` or ``[B, T]``; ``is_expert`` and ``quality`` ``[B]``.
@@ -74,6 +126,10 @@ def chord_loss(
     ``ppo_kl``, ``sft_loss``, ``expert_p_mean``, ``sft_weight_mean``, ``sft_weight_max``,
     ``phi_mean``, ``expert_rows``, ``on_policy_rows``, ``expert_tokens``, ``on_policy_tokens``
     (``pg_loss`` / ``sft_loss`` are the unscaled terms, before the ``1 - mu`` / ``mu`` factors).
+    ``entropy`` / ``kl`` (``[B, T]``, with grad; e.g. the policy's token entropy and a KL
+    estimate against the reference) are the GRPO term's regularisers: aggregated over on-policy
+    tokens with ``pg_normalizer`` and logged (also with a zero coefficient) as
+    ``entropy_loss`` / ``kl_loss``. Expert rows take no part in them.
     """
     mu = check_number("mu", mu, low=0.0, high=1.0)
     clip = ClipConfig(clip_low, clip_high, clip_c)
@@ -82,6 +138,8 @@ def chord_loss(
     iw = make_iw_options(iw_temp, iw_w_max, iw_normalize, iw_token_clip, prefix="iw_")
     lp, old, adv, m = check_policy_inputs(logp, old_logp, advantages, mask)
     expert = check_row_flags("is_expert", is_expert, lp.shape[0])
+    ent = _check_regularizer("entropy", entropy, entropy_coeff, tuple(lp.shape))
+    kld = _check_regularizer("kl", kl, kl_coef, tuple(lp.shape))
     on_mask, ex_mask = split_rows(m, expert)
     x = check_sft_inputs(
         sft_weighting,
@@ -104,8 +162,12 @@ def chord_loss(
         normalizer_name="sft_normalizer",
     )
     loss = (1.0 - mu) * pg + mu * sft
+    objective = loss.detach()  # logged without the regularisers
+    loss, reg_metrics = _add_regularizers(
+        loss, ent, entropy_coeff, kld, kl_coef, on_mask, agg, pg_normalizer, 1.0 - mu
+    )
     metrics = {
-        "chord_loss": loss.detach(),
+        "chord_loss": objective,
         "mu": mu,
         **pg_metrics,
         **sft_metrics,
@@ -113,5 +175,74 @@ def chord_loss(
         "on_policy_rows": (~expert).sum(),
         "expert_tokens": ex_mask.sum(),
         "on_policy_tokens": on_mask.sum(),
+        **reg_metrics,
+    }
+    return loss, to_floats(metrics)
+
+
+def luffy_loss(
+    logp: torch.Tensor,
+    old_logp: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    is_expert: torch.Tensor,
+    *,
+    gamma: float = 0.1,
+    clip_low: float = 0.2,
+    clip_high: float = 0.2,
+    clip_c: float = 3.0,
+    agg: str = "token-mean",
+    normalizer: Normalizer = None,
+    entropy: torch.Tensor | None = None,
+    entropy_coeff: float = 0.0,
+    kl: torch.Tensor | None = None,
+    kl_coef: float = 0.0,
+    regularizer_normalizer: Normalizer = None,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """LUFFY policy loss over all rows, aggregated together with one ``normalizer``.
+
+    On-policy rows: the clipped surrogate of :func:`chord.losses.policy_loss`.
+    Expert (off-policy) rows: ``l_t = -A * f(p_t)``, ``f(p) = p / (p + gamma)``, ``p = exp(logp)``
+    WITH gradient, no ratio and no clipping (``old_logp`` is ignored there). Advantages for expert
+    rows come from group statistics that include them
+    (``grpo_outcome_advantages(..., expert_in_groups=True)``).
+    Shapes: ``logp``, ``old_logp``, ``mask`` ``[B, T]``; ``advantages`` ``[B]`` or ``[B, T]``;
+    ``is_expert`` ``[B]``. Metrics: ``luffy_loss``, ``pg_loss`` and ``offpolicy_loss`` (the two
+    parts; they sum to the loss), ``pg_clipfrac``, ``pg_clipfrac_lower``, ``ppo_kl`` (on-policy
+    tokens), ``expert_p_mean``, ``expert_rows``, ``on_policy_rows``.
+    ``entropy`` / ``kl`` as in :func:`chord_loss` (``- c_ent * H + c_kl * KL`` over on-policy
+    tokens), divided by ``regularizer_normalizer`` (the on-policy count of the whole mini-batch).
+    """
+    gamma = check_number("gamma", gamma, low=0.0, low_open=True)
+    clip = ClipConfig(clip_low, clip_high, clip_c)
+    check_choice("agg", agg, AGG_MODES)
+    lp, old, adv, m = check_policy_inputs(logp, old_logp, advantages, mask)
+    expert = check_row_flags("is_expert", is_expert, lp.shape[0])
+    ent = _check_regularizer("entropy", entropy, entropy_coeff, tuple(lp.shape))
+    kld = _check_regularizer("kl", kl, kl_coef, tuple(lp.shape))
+    on_mask, ex_mask = split_rows(m, expert)
+    adv = broadcast_advantages(adv, tuple(lp.shape))
+
+    terms = clipped_surrogate(lp, old, adv, on_mask, clip)
+    p = torch.exp(zero_masked(lp, ex_mask))
+    off = -zero_masked(adv, ex_mask) * (p / (p + gamma))
+    # One denominator for both parts: the expert traces are members of the same GRPO batch.
+    n = AGG_MODES[agg][1](m) if normalizer is None else normalizer
+    pg = aggregate_checked(terms.loss, on_mask, agg, n)
+    off_loss = aggregate_checked(off, ex_mask, agg, n)
+    loss = pg + off_loss
+    objective = loss.detach()  # logged without the regularisers
+    loss, reg_metrics = _add_regularizers(
+        loss, ent, entropy_coeff, kld, kl_coef, on_mask, agg, regularizer_normalizer, 1.0
+    )
+    metrics = {
+        "luffy_loss": objective,
+        "pg_loss": pg.detach(),
+        "offpolicy_loss": off_loss.detach(),
+        **surrogate_metrics(terms, on_mask),
+        "expert_p_mean": masked_mean(p, ex_mask),
+        "expert_rows": expert.sum(),
+        "on_policy_rows": (~expert).sum(),
+        **reg_metrics,
     }
     return loss, to_floats(metrics)

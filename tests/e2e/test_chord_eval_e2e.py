@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from recipe.evaluate import RESULTS_JSON, RESULTS_MD, main
+from recipe.eval.cli import RESULTS_JSON, RESULTS_MD, main
 
 
 def _tiny_arith(path: Path, pairs: list[tuple[int, int]]) -> Path:

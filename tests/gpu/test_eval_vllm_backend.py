@@ -12,7 +12,7 @@ import pytest
 @pytest.mark.gpu
 def test_chord_eval_vllm_backend_samples_k_per_prompt_reproducibly(tiny_model_dir, tmp_path):
     pytest.importorskip("vllm")
-    from recipe.evaluate import RESULTS_JSON, main
+    from recipe.eval.cli import RESULTS_JSON, main
 
     rows = [
         {

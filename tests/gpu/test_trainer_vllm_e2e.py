@@ -33,7 +33,7 @@ def test_chord_phi_three_steps_with_vllm_and_flash_attn(tmp_path):
     n_gpus = torch.cuda.device_count()
     metrics = tmp_path / "metrics.jsonl"
     cmd = [
-        sys.executable, "-m", "recipe.main_chord", "--config-name", "cpu_tiny", "method=chord_phi",
+        sys.executable, "-m", "recipe.train.main", "--config-name", "cpu_tiny", "method=chord_phi",
         "trainer.device=cuda", f"trainer.n_gpus_per_node={n_gpus}", "trainer.total_training_steps=3",
         "trainer.test_freq=-1", "trainer.save_freq=-1", "trainer.val_before_train=false",
         "actor_rollout_ref.rollout.name=vllm", "actor_rollout_ref.rollout.gpu_memory_utilization=0.3",

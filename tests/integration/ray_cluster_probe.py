@@ -29,8 +29,8 @@ def main() -> int:
     exists = {path: os.path.exists(path) for path in paths}
     # Which copy of our code this process imports (a job's working_dir, or the installed one).
     # Not `recipe.__file__`: TransferQueue installs a `recipe/` namespace folder too.
-    spec = importlib.util.find_spec("recipe.launch_utils")
-    launch_utils_file = spec.origin if spec else None
+    spec = importlib.util.find_spec("recipe.launch.slurm")
+    slurm_helper_file = spec.origin if spec else None
     # Inside a Ray job or the Slurm script RAY_ADDRESS names the cluster; never start a new one.
     ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=False)
     try:
@@ -64,7 +64,7 @@ def main() -> int:
         "task_node_ids": sorted(ran_on),
         "resources": resources,
         "exists": exists,
-        "launch_utils_file": launch_utils_file,
+        "slurm_helper_file": slurm_helper_file,
         "env": {k: v for k, v in os.environ.items() if k.startswith(("CHORD_", "NCCL_", "GLOO_"))},
     }
     with open(os.environ["CHORD_PROBE_OUT"], "w") as f:

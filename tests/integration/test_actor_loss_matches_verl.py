@@ -18,8 +18,8 @@ from verl.workers.config import FSDPActorConfig  # noqa: E402
 from verl.workers.utils.losses import ppo_loss  # noqa: E402
 from verl.workers.utils.padding import left_right_2_no_padding  # noqa: E402
 
-from recipe.actor_loss import IS_EXPERT, MU, PG_NORMALIZER, SFT_NORMALIZER, chord_actor_loss  # noqa: E402
-from recipe.config import load_chord_config  # noqa: E402
+from recipe.train.actor_loss import IS_EXPERT, MU, PG_NORMALIZER, SFT_NORMALIZER, chord_actor_loss  # noqa: E402
+from recipe.train.config import load_chord_config  # noqa: E402
 
 
 def _batch(n: int = 4, prompt: int = 3, response: int = 5, seed: int = 0) -> TensorDict:

@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parents[2]
 def test_compare_three_methods_two_steps_writes_table_json_and_plot(tmp_path):
     out = tmp_path / "cmp"
     cmd = [
-        sys.executable, "-m", "recipe.compare",
+        sys.executable, "-m", "recipe.compare.cli",
         "--methods", "grpo,chord_phi,sft_then_rl", "--steps", "2", "--seed", "1",
         "--out", str(out), "--workdir", str(tmp_path / "assets"), "--eval-max-problems", "8",
     ]  # fmt: skip

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from recipe.eval_checkpoint import find_verl_actor_dir, resolve_model
+from recipe.eval.checkpoint import find_verl_actor_dir, resolve_model
 
 # Writes the tiny model's weights as 2 FSDP shards the way verl's FSDP checkpoint manager does:
 # one `model_world_size_2_rank_{r}.pt` per rank holding DTensors sharded on dim 0. A fake
@@ -119,7 +119,7 @@ def test_chord_eval_runs_on_a_verl_checkpoint(verl_checkpoint, tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from recipe.evaluate import RESULTS_JSON, main
+    from recipe.eval.cli import RESULTS_JSON, main
 
     data = tmp_path / "tiny_arith.parquet"
     row = {

@@ -289,7 +289,7 @@ def test_sbatch_fails_loudly_when_a_worker_cannot_join_and_still_stops_the_head(
 
 
 def test_python_nodelist_parser_matches_scontrol(slurm_cluster):
-    from recipe.launch_utils import parse_nodelist
+    from recipe.launch.slurm import parse_nodelist
 
     nodelists = (
         "node[01-03,07],gpu-a[1-2]",

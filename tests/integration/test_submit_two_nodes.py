@@ -55,7 +55,7 @@ class SubmitJob:
 
 def probe_args(scratch: Path, dummy: str) -> list[str]:
     """The job's entrypoint and its arguments: the Ray probe, with hydra-style overrides."""
-    paths = ",".join([dummy, ".venv", ".git", "recipe/submit.py", "conf"])
+    paths = ",".join([dummy, ".venv", ".git", "recipe/launch/submit.py", "conf"])
     return [
         "--entrypoint", f"python {PROBE}",
         "--env", f"CHORD_PROBE_OUT={scratch / 'report.json'}",
@@ -76,12 +76,12 @@ def probe_check(scratch: Path, dummy: str, stdout: str) -> None:
         dummy: False,
         ".venv": False,
         ".git": False,
-        "recipe/submit.py": True,
+        "recipe/launch/submit.py": True,
         "conf": True,
     }
     # The job runs from the unpacked copy, and imports our code from it.
     assert Path(report["cwd"]) != REPO
-    assert report["launch_utils_file"] == str(Path(report["cwd"]) / "recipe" / "launch_utils.py")
+    assert report["slurm_helper_file"] == str(Path(report["cwd"]) / "recipe" / "launch" / "slurm.py")
 
 
 PROBE_JOB = SubmitJob("probe", probe_args, probe_check)
@@ -202,7 +202,7 @@ def cluster(request):
     try:
         head = subprocess.Popen(head_cmd, env=env, stdout=logs[0], stderr=subprocess.STDOUT)
         procs.append((head, []))
-        wait = [sys.executable, str(REPO / "recipe" / "launch_utils.py"), "wait-nodes"]
+        wait = [sys.executable, str(REPO / "recipe" / "launch" / "slurm.py"), "wait-nodes"]
         address = [f"--address=127.0.0.1:{gcs}", "--timeout=90"]
         subprocess.run([*wait, *address, "--expected=1"], env=env, check=True, capture_output=True)
         worker = subprocess.Popen(worker_cmd, env=env, stdout=logs[1], stderr=subprocess.STDOUT)
@@ -238,7 +238,7 @@ def dummy_checkpoint():
 
 def _chord_submit() -> list[str]:
     script = BIN / "chord-submit"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "recipe.submit"]
+    return [str(script)] if script.exists() else [sys.executable, "-m", "recipe.launch.submit"]
 
 
 def test_submit_ships_the_repo_without_checkpoints_and_runs_on_both_nodes(

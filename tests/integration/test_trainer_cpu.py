@@ -1,6 +1,6 @@
 """The real verl trainer with CHORD on CPU: local Ray cluster, 2 FSDP2 ranks on gloo, hf rollout.
 
-Each run is `python -m recipe.main_chord --config-name cpu_tiny ...` in a subprocess (what
+Each run is `python -m recipe.train.main --config-name cpu_tiny ...` in a subprocess (what
 `chord-train` runs), on the tiny model and the bundled task, and the assertions read verl's
 metrics file and checkpoint folder. About a minute per run, most of it Ray and FSDP start-up.
 """
@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from chord.schedules import build_mu_schedule
-from recipe.config import MuConfig
+from recipe.train.config import MuConfig
 
 pytestmark = pytest.mark.slow
 
@@ -42,7 +42,7 @@ def run_trainer(workdir: Path, run_dir: Path, *overrides: str, steps: int = STEP
     cmd = [
         sys.executable,
         "-m",
-        "recipe.main_chord",
+        "recipe.train.main",
         "--config-name",
         "cpu_tiny",
         f"trainer.total_training_steps={steps}",
@@ -127,7 +127,7 @@ def test_unknown_chord_key_fails_at_start_up_naming_it(workdir, tmp_path):
     cmd = [
         sys.executable,
         "-m",
-        "recipe.main_chord",
+        "recipe.train.main",
         "--config-name",
         "cpu_tiny",
         "+chord.expert.rows_per_stp=3",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from omegaconf import OmegaConf
 
-from recipe.config import check_batch_arithmetic, expert_rows_per_step, load_chord_config
+from recipe.train.config import check_batch_arithmetic, expert_rows_per_step, load_chord_config
 
 EXPERT = {"files": ["expert.parquet"], "rows_per_step": 32}
 

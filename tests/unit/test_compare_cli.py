@@ -15,8 +15,8 @@ import matplotlib.image as mpimg
 import pytest
 from omegaconf import OmegaConf
 
-import recipe.compare as compare
-from recipe.compare import MetricsFollower, Progress, main
+import recipe.compare.cli as compare
+from recipe.compare.cli import MetricsFollower, Progress, main
 
 FAKE_TRAINER = textwrap.dedent(
     """

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from recipe.compare_plan import (
+from recipe.compare.plan import (
     SFT_THEN_RL,
     Stage,
     check_user_overrides,
@@ -93,7 +93,7 @@ def test_stage_overrides_put_user_values_between_defaults_and_fixed_keys():
     assert "trainer.save_freq=-1" in no_save
     assert not any(o.startswith("actor_rollout_ref.model.path") for o in no_save)
     assert trainer_command("py", "cpu_tiny", ["a=1"]) == [
-        "py", "-m", "recipe.main_chord", "--config-name", "cpu_tiny", "a=1",
+        "py", "-m", "recipe.train.main", "--config-name", "cpu_tiny", "a=1",
     ]  # fmt: skip
 
 

@@ -9,7 +9,7 @@ matplotlib.use("Agg")
 import matplotlib.image as mpimg  # noqa: E402
 import pytest  # noqa: E402
 
-from recipe.plots import COMPARISON_PANELS, moving_average, plot_comparison  # noqa: E402
+from recipe.compare.plots import COMPARISON_PANELS, moving_average, plot_comparison  # noqa: E402
 
 
 def _curves(scale: float) -> dict[str, list[list[float]]]:

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from recipe.compare_report import (
+from recipe.compare.report import (
     MethodResult,
     curves,
     join_stages,

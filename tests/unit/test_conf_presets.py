@@ -1,7 +1,7 @@
 """Every primary config of conf/ composes with every method preset (hydra only, no training).
 
 The GPU presets also pass verl's own `validate_config` and the trainer's expert-row arithmetic
-(`recipe.config.check_batch_arithmetic`), i.e. they would start on their 8-GPU node.
+(`recipe.train.config.check_batch_arithmetic`), i.e. they would start on their 8-GPU node.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
-from recipe.config import load_chord_config
+from recipe.train.config import load_chord_config
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 METHODS = sorted(p.stem for p in (CONF / "method").glob("*.yaml"))
@@ -89,8 +89,8 @@ def test_gpu_presets_pass_verl_validation_and_expert_row_arithmetic(config_name,
     from verl.trainer.ppo.utils import need_critic, need_reference_policy
     from verl.utils.config import validate_config
 
-    from recipe.config import expert_rows_per_step
-    from recipe.main_chord import prepare_config
+    from recipe.train.config import expert_rows_per_step
+    from recipe.train.main import prepare_config
 
     cfg = _compose(config_name, f"method={method}")
     chord = prepare_config(cfg)  # what chord-train does before Ray starts; raises if indivisible

@@ -6,10 +6,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from recipe.eval_data import load_benchmark
-from recipe.eval_generate import Completion, SamplingConfig, choose_backend
-from recipe.eval_vllm import request_seed
-from recipe.evaluate import benchmark_files, evaluate_benchmark, parse_k_per_benchmark, plan_samples
+from recipe.eval.cli import benchmark_files, evaluate_benchmark, parse_k_per_benchmark, plan_samples
+from recipe.eval.data import load_benchmark
+from recipe.eval.generate import Completion, SamplingConfig, choose_backend
+from recipe.eval.vllm import request_seed
 
 
 def _write(path, rows):

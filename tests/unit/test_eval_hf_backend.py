@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from recipe.eval_generate import SamplingConfig, render_prompts, stop_token_ids
-from recipe.eval_hf import GumbelSampler, HFGenerator
+from recipe.eval.generate import SamplingConfig, render_prompts, stop_token_ids
+from recipe.eval.hf import GumbelSampler, HFGenerator
 
 
 def test_gumbel_max_samples_follow_softmax():
@@ -66,7 +66,7 @@ def test_left_padding_does_not_change_next_token_distributions(hf_generator, tin
             recorded.append(torch.log_softmax(scores.float(), dim=-1))
             return super().__call__(input_ids, scores)
 
-    monkeypatch.setattr("recipe.eval_hf.GumbelSampler", RecordingSampler)
+    monkeypatch.setattr("recipe.eval.hf.GumbelSampler", RecordingSampler)
 
     def prompt(text):
         return render_prompts(tiny_tokenizer, [[{"role": "user", "content": text}]])[0]

@@ -1,4 +1,4 @@
-"""recipe/submit.py: what a Ray job uploads, and the command and environment it runs with."""
+"""recipe/launch/submit.py: what a Ray job uploads, and the command and environment it runs with."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from recipe.submit import (
+from recipe.launch.submit import (
     DEFAULT_EXCLUDES,
     SubmitError,
     build_entrypoint,
@@ -43,7 +43,7 @@ def test_upload_leaves_out_checkpoints_weights_data_envs_and_caches(tmp_path, no
     kept = [
         "setup.py",
         "conf/cpu_tiny.yaml",
-        "recipe/submit.py",
+        "recipe/launch/submit.py",
         "chord/data/reader.py",  # a code folder named data is not /data/
         "chord/prepare/models.py",
         "scripts/slurm/chord.sbatch",
@@ -156,3 +156,17 @@ def test_relative_or_missing_checkpoint_dir_for_chord_train_is_flagged():
     assert checkpoint_dir_warning("chord-train", ["trainer.default_local_dir=ckpt"]) is not None
     assert checkpoint_dir_warning("/venv/bin/chord-train", ["trainer.default_local_dir=/shared/c"]) is None
     assert checkpoint_dir_warning("python", []) is None  # not the trainer
+
+
+def test_the_real_checkout_ships_every_module_and_config(no_gitignore):
+    """chord-submit's working dir holds every module of chord/ and recipe/ (all sub-packages) and conf/."""
+    repo = Path(__file__).resolve().parents[2]
+    shipped = {path for path, _ in planned_upload(repo, build_excludes(env={}))}
+    needed = {
+        str(p.relative_to(repo))
+        for folder in ("chord", "recipe", "conf")
+        for p in (repo / folder).rglob("*")
+        if p.is_file() and p.suffix in (".py", ".yaml") and "__pycache__" not in p.parts
+    }
+    assert "recipe/train/main.py" in needed and "recipe/eval/data.py" in needed
+    assert needed - shipped == set()

@@ -1,6 +1,6 @@
 """`chord-compare`'s results: per-method summaries, the Markdown table and the JSON report.
 
-Pure Python on metric rows (`recipe.plots.read_metrics` output: one dict per training step
+Pure Python on metric rows (`recipe.compare.plots.read_metrics` output: one dict per training step
 with a "step" key), so it is tested without running the trainer.
 """
 

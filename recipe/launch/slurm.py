@@ -3,7 +3,7 @@
 Standard library only (``wait-nodes`` imports Ray lazily), so the Slurm batch script can run it
 with the host's ``python3`` as a plain file, before any container or virtual environment::
 
-    python3 recipe/launch_utils.py slurm-plan --out DIR -- [hydra overrides...]
+    python3 recipe/launch/slurm.py slurm-plan --out DIR -- [hydra overrides...]
 
 ``slurm-plan`` reads the Slurm job's environment and the ``CHORD_*`` variables and writes every
 command the batch script runs into DIR: ``<name>.argv`` files (arguments separated by NUL, for
@@ -612,14 +612,14 @@ def wait_for_nodes(address: str, expected: int, timeout: float, expected_gpus: i
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="launch_utils.py", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="recipe/launch/slurm.py", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("nodes", help="print the job's nodes, head first")
     p.add_argument("nodelist", nargs="?", help="default: $SLURM_JOB_NODELIST")
     sub.add_parser("head-ip", help="print this node's address for the other nodes")
     p = sub.add_parser("slurm-plan", help="write every command of a Slurm run into --out")
     p.add_argument("--out", required=True, type=Path)
-    p.add_argument("--repo", default=str(Path(__file__).resolve().parent.parent))
+    p.add_argument("--repo", default=str(Path(__file__).resolve().parents[2]))
     p.add_argument("--log-dir", help="where the Ray steps log (default: --out's parent)")
     p.add_argument("train_args", nargs="*", help="after --: passed to the training command")
     p = sub.add_parser("wait-nodes", help="block until the Ray cluster has all its nodes")
@@ -656,7 +656,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     f"CPU={res.get('CPU', 0):g} GPU={res.get('GPU', 0):g}"
                 )
     except (LaunchError, TimeoutError, ValueError) as exc:
-        print(f"launch_utils {args.cmd}: {exc}", file=sys.stderr)
+        print(f"slurm.py {args.cmd}: {exc}", file=sys.stderr)
         return 1
     return 0
 

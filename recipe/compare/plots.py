@@ -97,7 +97,7 @@ def plot_comparison(
     """One PNG of `size_px` pixels with 2 x 2 panels (reward, mu, entropy, response length) per
     step, every method on the same axes in the same colour across panels.
 
-    `curves_by_method[method][name]` is `[[step, value], ...]` (`recipe.compare_report.curves`).
+    `curves_by_method[method][name]` is `[[step, value], ...]` (`recipe.compare.report.curves`).
     With `smooth > 1` the raw values are drawn faintly and a trailing moving average on top
     (all panels but mu).
     `switch_steps[method]` marks stage switches (e.g. SFT -> RL) with a dotted vertical line.

@@ -36,9 +36,9 @@ from verl.trainer.ppo.ray_trainer import RayPPOTrainer
 from chord.advantages import broadcast_to_tokens, grpo_outcome_advantages
 from chord.data import ExpertBatch, ExpertBuffer
 from chord.schedules import build_mu_schedule
-from recipe.actor_loss import IS_EXPERT, MU, QUALITY
-from recipe.config import ChordConfig, check_batch_arithmetic, expert_rows_per_step
-from recipe.workers import NUM_MINI_BATCH
+from recipe.train.actor_loss import IS_EXPERT, MU, QUALITY
+from recipe.train.config import ChordConfig, check_batch_arithmetic, expert_rows_per_step
+from recipe.train.workers import NUM_MINI_BATCH
 
 STATE_FILE = "chord_state.json"
 

@@ -1,4 +1,4 @@
-"""recipe/launch_utils.py: Slurm node lists, head address, container wrapping, the Slurm plan."""
+"""recipe/launch/slurm.py: Slurm node lists, head address, container wrapping, the Slurm plan."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from recipe.launch_utils import (
+from recipe.launch.slurm import (
     Container,
     LaunchError,
     RaySettings,
@@ -182,7 +182,7 @@ SLURM_ENV = {
 
 def _plan(env, tmp_path, args=()):
     plan = build_slurm_plan(
-        env, repo="/repo", helper="/repo/recipe/launch_utils.py", train_args=list(args),
+        env, repo="/repo", helper="/repo/recipe/launch/slurm.py", train_args=list(args),
         log_dir=str(tmp_path), head_ip="10.0.0.8", use_scontrol=False,
     )  # fmt: skip
     plan.write(tmp_path / "plan")
@@ -207,7 +207,7 @@ def test_slurm_plan_one_step_per_node_head_first_with_each_nodes_cpus(tmp_path):
     assert "--address=10.0.0.8:6400" in worker
     assert plan.commands["stop-gpu07"][-2:] == ["ray", "stop"]
     assert plan.commands["wait-all"] == [
-        "/venv/bin/python", "/repo/recipe/launch_utils.py", "wait-nodes", "--address=10.0.0.8:6400",
+        "/venv/bin/python", "/repo/recipe/launch/slurm.py", "wait-nodes", "--address=10.0.0.8:6400",
         "--timeout=300", "--expected=3", "--expected-gpus=24",
     ]  # fmt: skip
     assert plan.commands["train"] == [
@@ -263,7 +263,7 @@ def test_slurm_plan_outside_slurm_says_so(tmp_path):
 
 def test_helper_runs_as_a_plain_file_with_the_standard_library_only(tmp_path):
     # The batch script runs it with the host's python3 before any environment is active.
-    script = REPO / "recipe" / "launch_utils.py"
+    script = REPO / "recipe" / "launch" / "slurm.py"
     out = subprocess.run(
         ["python3", "-S", "-I", str(script), "nodes", "node[1-2],x"],
         capture_output=True, text=True, cwd=tmp_path, env={"PATH": "/usr/bin:/bin"},

@@ -25,8 +25,8 @@ from verl.utils.device import get_device_name
 from verl.workers.engine_workers import ActorRolloutRefWorker, TrainingWorker
 
 from chord.losses import chord_normalizers
-from recipe.actor_loss import IS_EXPERT, PG_NORMALIZER, SFT_NORMALIZER, chord_actor_loss
-from recipe.config import ChordConfig, load_chord_config
+from recipe.train.actor_loss import IS_EXPERT, PG_NORMALIZER, SFT_NORMALIZER, chord_actor_loss
+from recipe.train.config import ChordConfig, load_chord_config
 
 NUM_MINI_BATCH = "chord_num_mini_batch"
 

@@ -26,7 +26,7 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from recipe.launch_utils import merge_overrides, override_key
+from recipe.launch.slurm import merge_overrides, override_key
 
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"
 DEFAULT_ENTRYPOINT = "chord-train"
@@ -80,7 +80,7 @@ class SubmitError(RuntimeError):
 
 def repo_root() -> Path:
     """The checkout this module belongs to, else the current directory (an installed wheel)."""
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     return root if (root / "setup.py").is_file() and (root / "conf").is_dir() else Path.cwd()
 
 

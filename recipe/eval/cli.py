@@ -3,7 +3,7 @@
     chord-eval --model CKPT --data aime24.parquet aime25.parquet amc.parquet \\
         --k 8 --k-per-benchmark aime24=32,aime25=32 --max-new-tokens 8192 --out outputs/eval/run1
 
-CKPT is an HF model directory or a verl FSDP checkpoint (see `recipe.eval_checkpoint`). Each
+CKPT is an HF model directory or a verl FSDP checkpoint (see `recipe.eval.checkpoint`). Each
 parquet file (or every `*.parquet` in a directory) is one benchmark in verl's RL prompt format,
 named after the file stem. Responses are scored with `chord.rewards.compute_score` (the
 training rewards); a sample is correct when its score is >= 1.0 (`chord.metrics.is_correct`).
@@ -28,9 +28,9 @@ from pathlib import Path
 from typing import Any
 
 from chord.metrics import BenchmarkSummary, is_correct, markdown_table, summarize_benchmark
-from recipe.eval_checkpoint import ResolvedModel, resolve_model
-from recipe.eval_data import Benchmark, EvalProblem, load_benchmark
-from recipe.eval_generate import Completion, Generator, SamplingConfig, choose_backend, render_prompts
+from recipe.eval.checkpoint import ResolvedModel, resolve_model
+from recipe.eval.data import Benchmark, EvalProblem, load_benchmark
+from recipe.eval.generate import Completion, Generator, SamplingConfig, choose_backend, render_prompts
 
 RESULTS_JSON = "eval_results.json"
 RESULTS_MD = "eval_results.md"
@@ -188,7 +188,7 @@ def evaluate_benchmark(
 
 def build_generator(args: argparse.Namespace, backend: str, model_dir: Path) -> Generator:
     if backend == "vllm":
-        from recipe.eval_vllm import VLLMGenerator
+        from recipe.eval.vllm import VLLMGenerator
 
         return VLLMGenerator(
             model_dir,
@@ -199,7 +199,7 @@ def build_generator(args: argparse.Namespace, backend: str, model_dir: Path) -> 
             seed=args.seed,
             trust_remote_code=args.trust_remote_code,
         )
-    from recipe.eval_hf import HFGenerator
+    from recipe.eval.hf import HFGenerator
 
     return HFGenerator(
         model_dir, batch_size=args.batch_size, dtype=args.dtype, trust_remote_code=args.trust_remote_code

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from recipe.eval_generate import Completion, SamplingConfig, stop_token_ids
+from recipe.eval.generate import Completion, SamplingConfig, stop_token_ids
 
 
 def request_seed(seed: int, prompt_index: int, n: int) -> int:

@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from recipe.eval_generate import Completion, SamplingConfig, stop_token_ids
+from recipe.eval.generate import Completion, SamplingConfig, stop_token_ids
 
 
 class GumbelSampler:

@@ -7,7 +7,7 @@ Each method runs `chord-train --config-name <config> method=<name> ...` in its o
 (`<out>/runs/<method>/`: train.log, metrics.jsonl, checkpoints/, eval/), one after the other; a
 line per finished step shows the reward and the overall progress. `sft_then_rl` is two runs:
 `method=sft` for `--sft-fraction` of the steps, then `method=grpo` starting from the SFT
-checkpoint (converted to a Hugging Face directory by `recipe.eval_checkpoint`).
+checkpoint (converted to a Hugging Face directory by `recipe.eval.checkpoint`).
 
 With `--eval` (default) the final checkpoint of every method is scored by `chord-eval` on the
 config's validation files (or `--eval-data`), greedy by default. Written to `--out`:
@@ -37,7 +37,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from recipe.compare_plan import (
+from recipe.compare.plan import (
     SFT_THEN_RL,
     MethodPlan,
     Stage,
@@ -50,7 +50,7 @@ from recipe.compare_plan import (
     stage_overrides,
     trainer_command,
 )
-from recipe.compare_report import (
+from recipe.compare.report import (
     REWARD,
     MethodResult,
     join_stages,
@@ -58,7 +58,7 @@ from recipe.compare_report import (
     summarize,
     validation_accuracy,
 )
-from recipe.compare_report import write_report as write_tables
+from recipe.compare.report import write_report as write_tables
 
 DEFAULT_METHODS = "grpo,sft,sft_then_rl,chord_mu,chord_phi"
 TINY_CONFIG = "cpu_tiny"
@@ -244,7 +244,7 @@ def _read_records(path: Path) -> list[dict]:
 
 
 def _training_rows(path: Path) -> list[dict]:
-    from recipe.plots import read_metrics
+    from recipe.compare.plots import read_metrics
 
     try:
         return read_metrics(path)
@@ -254,7 +254,7 @@ def _training_rows(path: Path) -> list[dict]:
 
 def checkpoint_hf_dir(checkpoint_root: Path, merge_dir: Path) -> Path:
     """The Hugging Face model of the last checkpoint under `checkpoint_root`."""
-    from recipe.eval_checkpoint import resolve_model
+    from recipe.eval.checkpoint import resolve_model
 
     return resolve_model(checkpoint_root, merge_dir).hf_dir
 
@@ -263,8 +263,8 @@ def evaluate_checkpoint(
     checkpoint_root: Path, data: list[str], out_dir: Path, args: argparse.Namespace, max_new_tokens: int
 ) -> dict[str, float]:
     """chord-eval on the last checkpoint under `checkpoint_root`: `{benchmark: avg@k in %}`."""
-    from recipe.evaluate import RESULTS_JSON
-    from recipe.evaluate import main as eval_main
+    from recipe.eval.cli import RESULTS_JSON
+    from recipe.eval.cli import main as eval_main
 
     argv = [
         "--model", str(checkpoint_root), "--data", *data, "--out", str(out_dir),
@@ -408,7 +408,7 @@ class Comparison:
         }
 
     def write_report(self) -> tuple[Path, Path, Path | None]:
-        from recipe.plots import plot_comparison
+        from recipe.compare.plots import plot_comparison
 
         plot = None
         curves = {r.method: r.curves for r in self.results if r.curves}

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+
 SFT_THEN_RL = "sft_then_rl"
 
 # Keys chord-compare sets itself for every stage; passing them as overrides would break the
@@ -161,7 +162,7 @@ def stage_overrides(
 
 
 def trainer_command(python: str, config_name: str, overrides: list[str]) -> list[str]:
-    return [python, "-m", "recipe.main_chord", "--config-name", config_name, *overrides]
+    return [python, "-m", "recipe.train.main", "--config-name", config_name, *overrides]
 
 
 def compose_config(config_name: str, overrides: list[str], conf_dir: Path = CONF_DIR) -> Any:
@@ -180,7 +181,7 @@ def rows_per_rank_mini_batch(cfg: Any) -> int:
     """Rows (rollout + expert) one data-parallel rank holds in one actor mini-batch."""
     from omegaconf import OmegaConf
 
-    from recipe.config import load_chord_config
+    from recipe.train.config import load_chord_config
 
     actor = cfg.actor_rollout_ref.actor
     n = cfg.actor_rollout_ref.rollout.n

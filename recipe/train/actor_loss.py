@@ -3,7 +3,8 @@
 `chord_actor_loss(config, chord, model_output, data, dp_group)` is installed on the actor in
 place of verl's `ppo_loss`. For one micro-batch it gathers the inputs, calls
 `chord.losses.chord_loss`, and adds the entropy bonus and the KL penalty over on-policy rows
-only. Both regularisers belong to the GRPO term, so they are scaled by `1 - mu` as well:
+only (all inside `chord.losses`, which validates the inputs once). Both regularisers belong to
+the GRPO term, so they are scaled by `1 - mu` as well:
 
     L = (1 - mu) * (L_pg - c_ent * H + c_kl * KL)(on-policy rows) + mu * L_SFT(expert rows)
 
@@ -23,9 +24,8 @@ from verl.utils.metric import AggregationType, Metric
 from verl.workers.config import ActorConfig
 from verl.workers.utils.padding import no_padding_2_padding
 
-from chord.losses import aggregate, chord_loss, luffy_loss
-from chord.losses.combined import split_rows
-from recipe.config import ChordConfig
+from chord.losses import chord_loss, luffy_loss
+from recipe.train.config import ChordConfig
 
 # Keys the driver puts in the batch (per row) and the worker / driver put in its meta (scalars).
 IS_EXPERT = "is_expert"
@@ -35,7 +35,7 @@ PG_NORMALIZER = "chord_pg_normalizer"
 SFT_NORMALIZER = "chord_sft_normalizer"
 
 # Terms divided by a global count add up over micro-batches and ranks; diagnostics are means.
-_SUMMED = {"pg_loss", "sft_loss", "chord_loss", "luffy_loss", "offpolicy_loss"}
+_SUMMED = {"pg_loss", "sft_loss", "chord_loss", "luffy_loss", "offpolicy_loss", "entropy_loss", "kl_loss"}
 
 
 def chord_actor_loss(
@@ -59,6 +59,24 @@ def chord_actor_loss(
     mask = batch["response_mask"].to(torch.float32)
     is_expert = batch[IS_EXPERT].to(torch.bool)
     ref_log_prob = batch.get("ref_log_prob", None)
+    # The regularisers of the GRPO term, as verl computes them (entropy of the model output,
+    # verl's KL estimator against the reference); chord.losses aggregates them over on-policy rows.
+    use_entropy = entropy is not None and config.entropy_coeff != 0.0
+    kl = None
+    if config.use_kl_loss:
+        kl = kl_penalty(logprob=log_prob, ref_logprob=ref_log_prob, kl_penalty=config.kl_loss_type)
+    regularizers = {
+        "entropy": entropy if use_entropy else None,
+        "entropy_coeff": config.entropy_coeff if use_entropy else 0.0,
+        "kl": kl,
+        "kl_coef": config.kl_loss_coef if config.use_kl_loss else 0.0,
+    }
+    common = {
+        "clip_low": config.clip_ratio_low,
+        "clip_high": config.clip_ratio_high,
+        "clip_c": config.clip_ratio_c,
+        "agg": config.loss_agg_mode,
+    }
     if chord.spec.loss == "luffy":  # one objective over all rows, one normaliser
         loss, raw = luffy_loss(
             log_prob,
@@ -67,11 +85,10 @@ def chord_actor_loss(
             mask,
             is_expert,
             gamma=chord.luffy.gamma,
-            clip_low=config.clip_ratio_low,
-            clip_high=config.clip_ratio_high,
-            clip_c=config.clip_ratio_c,
-            agg=config.loss_agg_mode,
             normalizer=pg_norm + sft_norm,
+            regularizer_normalizer=pg_norm,
+            **common,
+            **regularizers,
         )
     else:
         loss, raw = chord_loss(
@@ -84,32 +101,17 @@ def chord_actor_loss(
             sft_weighting=chord.spec.sft_weighting or "nll",
             ref_logp=ref_log_prob if chord.spec.needs_ref_logp else None,
             quality=batch.get(QUALITY, None) if chord.spec.needs_quality else None,
-            clip_low=config.clip_ratio_low,
-            clip_high=config.clip_ratio_high,
-            clip_c=config.clip_ratio_c,
-            agg=config.loss_agg_mode,
             pg_normalizer=pg_norm,
             sft_normalizer=sft_norm,
             cutoff_prob=chord.sft.cutoff_prob,
             iw_temp=chord.iw.temp,
             iw_w_max=chord.iw.w_max,
             iw_normalize=chord.iw.normalize,
+            **common,
+            **regularizers,
         )
-    on_mask, _ = split_rows(mask, is_expert)
     metrics: dict = {}
-
-    if entropy is not None and config.entropy_coeff != 0.0:
-        entropy_term = aggregate(entropy, on_mask, config.loss_agg_mode, normalizer=pg_norm)
-        loss = loss - (1.0 - mu) * config.entropy_coeff * entropy_term
-        metrics["actor/entropy_loss"] = Metric(
-            value=entropy_term.detach().item(), aggregation=AggregationType.SUM
-        )
-
     if config.use_kl_loss:
-        kld = kl_penalty(logprob=log_prob, ref_logprob=ref_log_prob, kl_penalty=config.kl_loss_type)
-        kl_term = aggregate(kld, on_mask, config.loss_agg_mode, normalizer=pg_norm)
-        loss = loss + (1.0 - mu) * config.kl_loss_coef * kl_term
-        metrics["actor/kl_loss"] = Metric(value=kl_term.detach().item(), aggregation=AggregationType.SUM)
         metrics["actor/kl_coef"] = config.kl_loss_coef
 
     for key, value in raw.items():
