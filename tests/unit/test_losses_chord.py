@@ -184,3 +184,34 @@ def test_chord_normalizers_count_each_part():
     _, _, _, _, mask, e = _batch()
     assert [x.item() for x in chord_normalizers(mask, e, "token-mean")] == [12.0, 8.0]
     assert [x.item() for x in chord_normalizers(mask, e, "seq-mean-token-mean")] == [3.0, 3.0]
+
+
+def test_entropy_and_kl_regularisers_count_on_policy_tokens_only_scaled_by_one_minus_mu():
+    """L = (1 - mu) * (pg - c_ent * H + c_kl * KL) + mu * sft; H and KL token means over on-policy rows."""
+    logp, old, ref, adv, mask, is_expert = _batch()
+    entropy = torch.rand(6, 5, generator=torch.Generator().manual_seed(3)).requires_grad_(True)
+    kl = (logp - ref) ** 2  # any per-token estimate with grad through logp
+    mu, c_ent, c_kl = 0.3, 0.01, 0.5
+    base, _ = chord_loss(logp, old, adv, mask, is_expert, mu=mu, sft_weighting="nll")
+    loss, metrics = chord_loss(
+        logp, old, adv, mask, is_expert, mu=mu, sft_weighting="nll",
+        entropy=entropy, entropy_coeff=c_ent, kl=kl, kl_coef=c_kl,
+    )  # fmt: skip
+    on = mask * (~is_expert).float().unsqueeze(-1)
+    h = float((entropy.detach() * on).sum() / on.sum())
+    k = float((kl.detach() * on).sum() / on.sum())
+    assert metrics["entropy_loss"] == pytest.approx(h, rel=1e-6)
+    assert metrics["kl_loss"] == pytest.approx(k, rel=1e-6)
+    assert float(loss) == pytest.approx(float(base) + (1 - mu) * (-c_ent * h + c_kl * k), rel=1e-6)
+    # chord_loss (the metric) is the objective without the regularisers
+    assert metrics["chord_loss"] == pytest.approx(float(base), rel=1e-6)
+    # expert rows' entropy gets no gradient; on-policy tokens get -(1 - mu) * c_ent / n_on
+    g = _grad(loss, entropy)
+    assert torch.all(g[is_expert] == 0)
+    torch.testing.assert_close(g[~is_expert], -(1 - mu) * c_ent * on[~is_expert] / on.sum())
+
+
+def test_regulariser_with_wrong_shape_is_named():
+    logp, old, _, adv, mask, is_expert = _batch()
+    with pytest.raises(ValueError, match="^entropy: expected shape"):
+        chord_loss(logp, old, adv, mask, is_expert, mu=0.1, entropy=torch.zeros(6, 4), entropy_coeff=0.1)
