@@ -10,6 +10,8 @@ helpers of :mod:`chord.losses.policy` and :mod:`chord.losses.sft` trust them.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 
 from chord.losses._common import masked_mean, to_floats, zero_masked
@@ -22,7 +24,7 @@ from chord.losses.policy import (
     policy_core,
     surrogate_metrics,
 )
-from chord.losses.sft import check_sft_inputs, make_iw_options, sft_core
+from chord.losses.sft import check_sft_inputs, iw_normalize_scale, make_iw_options, sft_core
 from chord.tensor_checks import check_choice, check_float_tensor, check_mask, check_number, check_row_flags
 
 __all__ = ["chord_loss", "chord_normalizers", "luffy_loss", "split_rows"]
@@ -63,6 +65,28 @@ def _check_regularizer(
     return check_float_tensor(name, x, shape=shape, like="logp")
 
 
+def _check_token_weights(w: torch.Tensor | None, shape: tuple[int, ...]) -> torch.Tensor | None:
+    """Per-token weights of the on-policy surrogate ``[B, T]`` (detached), or None."""
+    if w is None:
+        return None
+    return check_float_tensor("pg_token_weights", w, shape=shape, like="logp").detach()
+
+
+def _check_horizon(horizon: int | None) -> int | None:
+    if horizon is not None:
+        check_number("horizon", horizon, low=0.0, low_open=True)
+    return horizon
+
+
+def _check_iw_sums(iw_sums: tuple[float, float] | None) -> float | None:
+    """The global iw normalisation scale ``count / sum`` from ``(sum, count)``, or None."""
+    if iw_sums is None:
+        return None
+    if len(iw_sums) != 2:
+        raise ValueError(f"iw_sums: expected (weight_sum, count), got {iw_sums!r}")
+    return iw_normalize_scale(*iw_sums)
+
+
 def _add_regularizers(
     loss: torch.Tensor,
     entropy: torch.Tensor | None,
@@ -73,15 +97,16 @@ def _add_regularizers(
     agg: str,
     normalizer: Normalizer,
     scale: float,
+    horizon: int | None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """``loss - scale * c_ent * H + scale * c_kl * KL``, both aggregated over on-policy tokens."""
     metrics: dict[str, torch.Tensor] = {}
     if entropy is not None:
-        term = aggregate_checked(entropy, on_mask, agg, normalizer)
+        term = aggregate_checked(entropy, on_mask, agg, normalizer, horizon=horizon)
         loss = loss - scale * entropy_coeff * term
         metrics["entropy_loss"] = term.detach()
     if kl is not None:
-        term = aggregate_checked(kl, on_mask, agg, normalizer)
+        term = aggregate_checked(kl, on_mask, agg, normalizer, horizon=horizon)
         loss = loss + scale * kl_coef * term
         metrics["kl_loss"] = term.detach()
     return loss, metrics
@@ -108,12 +133,15 @@ def chord_loss(
     iw_temp: float = 1.0,
     iw_w_max: float = 16.0,
     iw_normalize: bool = False,
+    iw_sums: tuple[float, float] | None = None,
     q_logp: torch.Tensor | None = None,
     iw_token_clip: tuple[float, float] = (0.2, 1.8),
     entropy: torch.Tensor | None = None,
     entropy_coeff: float = 0.0,
     kl: torch.Tensor | None = None,
     kl_coef: float = 0.0,
+    horizon: int | None = None,
+    pg_token_weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """``L = (1 - mu) * (L_GRPO - c_ent * H + c_kl * KL) + mu * L_SFT``, each term over its own rows.
 
@@ -130,13 +158,25 @@ def chord_loss(
     estimate against the reference) are the GRPO term's regularisers: aggregated over on-policy
     tokens with ``pg_normalizer`` and logged (also with a zero coefficient) as
     ``entropy_loss`` / ``kl_loss``. Expert rows take no part in them.
+    ``iw_normalize`` rescales the iw weights to mean 1 over this call's expert rows, or, with
+    ``iw_sums = (sum of raw weights, count)`` over the whole mini-batch
+    (:func:`chord.losses.sft.iw_weight_sums` summed over micro-batches and ranks), by
+    ``count / sum``: then the update does not depend on how rows fall into micro-batches.
+    ``horizon``: ``T`` of ``seq-mean-token-sum-norm`` (verl's ``loss_scale_factor``; default the
+    padded width). ``pg_token_weights`` ``[B, T]``: per-token weights of the GRPO surrogate
+    (verl's rollout-correction ``rollout_is_weights``).
     """
     mu = check_number("mu", mu, low=0.0, high=1.0)
     clip = ClipConfig(clip_low, clip_high, clip_c)
     check_choice("agg", agg, AGG_MODES)
     check_number("cutoff_prob", cutoff_prob, low=0.0, high=1.0, low_open=True)
     iw = make_iw_options(iw_temp, iw_w_max, iw_normalize, iw_token_clip, prefix="iw_")
+    iw_scale = _check_iw_sums(iw_sums)
+    if iw_normalize and iw_scale is not None:
+        iw = replace(iw, normalize=False, scale=iw_scale)
+    horizon = _check_horizon(horizon)
     lp, old, adv, m = check_policy_inputs(logp, old_logp, advantages, mask)
+    is_w = _check_token_weights(pg_token_weights, tuple(lp.shape))
     expert = check_row_flags("is_expert", is_expert, lp.shape[0])
     ent = _check_regularizer("entropy", entropy, entropy_coeff, tuple(lp.shape))
     kld = _check_regularizer("kl", kl, kl_coef, tuple(lp.shape))
@@ -152,7 +192,9 @@ def chord_loss(
         weighting_name="sft_weighting",
     )
 
-    pg, pg_metrics = policy_core(lp, old, adv, on_mask, clip, agg, pg_normalizer, "pg_normalizer")
+    pg, pg_metrics = policy_core(
+        lp, old, adv, on_mask, clip, agg, pg_normalizer, "pg_normalizer", horizon=horizon, token_weights=is_w
+    )
     sft, sft_metrics = sft_core(
         x,
         sft_weighting,
@@ -160,11 +202,12 @@ def chord_loss(
         agg=agg,
         normalizer=sft_normalizer,
         normalizer_name="sft_normalizer",
+        horizon=horizon,
     )
     loss = (1.0 - mu) * pg + mu * sft
     objective = loss.detach()  # logged without the regularisers
     loss, reg_metrics = _add_regularizers(
-        loss, ent, entropy_coeff, kld, kl_coef, on_mask, agg, pg_normalizer, 1.0 - mu
+        loss, ent, entropy_coeff, kld, kl_coef, on_mask, agg, pg_normalizer, 1.0 - mu, horizon
     )
     metrics = {
         "chord_loss": objective,
@@ -198,6 +241,8 @@ def luffy_loss(
     kl: torch.Tensor | None = None,
     kl_coef: float = 0.0,
     regularizer_normalizer: Normalizer = None,
+    horizon: int | None = None,
+    pg_token_weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """LUFFY policy loss over all rows, aggregated together with one ``normalizer``.
 
@@ -209,14 +254,18 @@ def luffy_loss(
     Shapes: ``logp``, ``old_logp``, ``mask`` ``[B, T]``; ``advantages`` ``[B]`` or ``[B, T]``;
     ``is_expert`` ``[B]``. Metrics: ``luffy_loss``, ``pg_loss`` and ``offpolicy_loss`` (the two
     parts; they sum to the loss), ``pg_clipfrac``, ``pg_clipfrac_lower``, ``ppo_kl`` (on-policy
-    tokens), ``expert_p_mean``, ``expert_rows``, ``on_policy_rows``.
+    tokens), ``expert_p_mean``, ``expert_rows``, ``on_policy_rows``, ``expert_tokens``,
+    ``on_policy_tokens``.
     ``entropy`` / ``kl`` as in :func:`chord_loss` (``- c_ent * H + c_kl * KL`` over on-policy
     tokens), divided by ``regularizer_normalizer`` (the on-policy count of the whole mini-batch).
+    ``horizon`` and ``pg_token_weights`` (on-policy surrogate only) as in :func:`chord_loss`.
     """
     gamma = check_number("gamma", gamma, low=0.0, low_open=True)
     clip = ClipConfig(clip_low, clip_high, clip_c)
     check_choice("agg", agg, AGG_MODES)
+    horizon = _check_horizon(horizon)
     lp, old, adv, m = check_policy_inputs(logp, old_logp, advantages, mask)
+    is_w = _check_token_weights(pg_token_weights, tuple(lp.shape))
     expert = check_row_flags("is_expert", is_expert, lp.shape[0])
     ent = _check_regularizer("entropy", entropy, entropy_coeff, tuple(lp.shape))
     kld = _check_regularizer("kl", kl, kl_coef, tuple(lp.shape))
@@ -228,12 +277,13 @@ def luffy_loss(
     off = -zero_masked(adv, ex_mask) * (p / (p + gamma))
     # One denominator for both parts: the expert traces are members of the same GRPO batch.
     n = AGG_MODES[agg][1](m) if normalizer is None else normalizer
-    pg = aggregate_checked(terms.loss, on_mask, agg, n)
-    off_loss = aggregate_checked(off, ex_mask, agg, n)
+    surrogate = terms.loss if is_w is None else terms.loss * is_w
+    pg = aggregate_checked(surrogate, on_mask, agg, n, horizon=horizon)
+    off_loss = aggregate_checked(off, ex_mask, agg, n, horizon=horizon)
     loss = pg + off_loss
     objective = loss.detach()  # logged without the regularisers
     loss, reg_metrics = _add_regularizers(
-        loss, ent, entropy_coeff, kld, kl_coef, on_mask, agg, regularizer_normalizer, 1.0
+        loss, ent, entropy_coeff, kld, kl_coef, on_mask, agg, regularizer_normalizer, 1.0, horizon
     )
     metrics = {
         "luffy_loss": objective,
@@ -243,6 +293,8 @@ def luffy_loss(
         "expert_p_mean": masked_mean(p, ex_mask),
         "expert_rows": expert.sum(),
         "on_policy_rows": (~expert).sum(),
+        "expert_tokens": ex_mask.sum(),
+        "on_policy_tokens": on_mask.sum(),
         **reg_metrics,
     }
     return loss, to_floats(metrics)

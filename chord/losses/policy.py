@@ -85,10 +85,18 @@ def policy_core(
     agg: str,
     normalizer: Normalizer,
     normalizer_name: str = "normalizer",
+    horizon: int | None = None,
+    token_weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """:func:`policy_loss` on validated float32 inputs; metrics stay tensors."""
+    """:func:`policy_loss` on validated float32 inputs; metrics stay tensors.
+
+    ``token_weights`` (detached ``[B, T]``, e.g. verl's rollout-correction IS weights) multiply
+    the per-token surrogate before aggregation, as verl's vanilla policy loss does; the clip
+    fractions are of the unweighted surrogate.
+    """
     terms = clipped_surrogate(logp, old_logp, broadcast_advantages(adv, tuple(logp.shape)), m, clip)
-    loss = aggregate_checked(terms.loss, m, agg, normalizer, normalizer_name=normalizer_name)
+    per_token = terms.loss if token_weights is None else terms.loss * token_weights
+    loss = aggregate_checked(per_token, m, agg, normalizer, horizon=horizon, normalizer_name=normalizer_name)
     return loss, {"pg_loss": loss.detach(), **surrogate_metrics(terms, m)}
 
 

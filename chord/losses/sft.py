@@ -20,12 +20,15 @@ from chord.tensor_checks import check_choice, check_float_tensor, check_mask, ch
 
 __all__ = [
     "SFT_WEIGHTINGS",
+    "IW_WEIGHTINGS",
     "IwOptions",
     "SftInputs",
     "SftWeighting",
     "check_sft_inputs",
     "iw_sft_loss",
+    "iw_normalize_scale",
     "iw_sft_weights",
+    "iw_weight_sums",
     "iw_weights_core",
     "make_iw_options",
     "sft_core",
@@ -45,6 +48,7 @@ def weighted_nll_core(
     agg: str,
     normalizer: Normalizer,
     normalizer_name: str = "normalizer",
+    horizon: int | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """``l_t = -w * min(logp_t, log c)`` aggregated over ``m``; validated float32 inputs.
 
@@ -57,7 +61,9 @@ def weighted_nll_core(
     logp = zero_masked(logp, m)
     log_factor = logp if cutoff_prob >= 1.0 else logp.clamp(max=math.log(cutoff_prob))
     weight = weight.detach().expand_as(logp)
-    loss = aggregate_checked(-weight * log_factor, m, agg, normalizer, normalizer_name=normalizer_name)
+    loss = aggregate_checked(
+        -weight * log_factor, m, agg, normalizer, horizon=horizon, normalizer_name=normalizer_name
+    )
     p = torch.exp(logp.detach())
     metrics = {
         "sft_loss": loss.detach(),
@@ -74,12 +80,18 @@ def weighted_nll_core(
 
 @dataclass(frozen=True)
 class IwOptions:
-    """iw-SFT knobs: ``temp``, ``w_max`` (sequence clip), ``normalize`` (batch mean 1), ``token_clip``."""
+    """iw-SFT knobs: ``temp``, ``w_max`` (sequence clip), ``normalize`` (batch mean 1), ``token_clip``.
+
+    ``scale``, when set, replaces the normalisation over the rows at hand: ``w <- w * scale``
+    with ``scale = count / sum(w)`` taken over a larger batch (:func:`iw_normalize_scale` of the
+    :func:`iw_weight_sums` summed over every micro-batch and rank of a mini-batch).
+    """
 
     temp: float = 1.0
     w_max: float = 16.0
     normalize: bool = False
     token_clip: tuple[float, float] = (0.2, 1.8)
+    scale: float | None = None
 
 
 def make_iw_options(
@@ -122,7 +134,9 @@ def iw_weights_core(
             w = torch.exp(log_w).clamp(0.0, opts.w_max) * counted
         if quality is not None:
             w = w * (quality.unsqueeze(-1) if per_token else quality)
-        if opts.normalize:
+        if opts.scale is not None:
+            w = w * opts.scale
+        elif opts.normalize:
             total = w.sum()
             scale = torch.where(total > 0, counted.sum() / total.clamp(min=1e-30), torch.zeros_like(total))
             w = w * scale
@@ -218,6 +232,56 @@ def iw_sft_loss(
         logp.float(), m, weights, cutoff_prob=cutoff_prob, agg=agg, normalizer=normalizer
     )
     return loss, to_floats(metrics)
+
+
+# iw weightings: whether the weights are per token (else one per row) and whether quality enters.
+IW_WEIGHTINGS: dict[str, tuple[bool, bool]] = {
+    "iw": (False, False),
+    "iw_q": (False, True),
+    "iw_token": (True, False),
+}
+
+
+def iw_weight_sums(
+    weighting: str,
+    logp: torch.Tensor,
+    ref_logp: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    quality: torch.Tensor | None = None,
+    temp: float = 1.0,
+    w_max: float = 16.0,
+    token_clip: tuple[float, float] = (0.2, 1.8),
+) -> tuple[float, float]:
+    """``(sum of the raw weights, count)`` of an iw ``weighting`` over ``mask`` (no normalisation).
+
+    ``count`` is the number of rows with a counted token (``iw``, ``iw_q``) or of counted tokens
+    (``iw_token``). Summed over all the rows a normalisation should cover, ``count / sum`` is the
+    ``scale`` that gives them mean weight 1 (:func:`iw_normalize_scale`). ``logp`` plays the
+    part of ``sg(q_logp)``. Shapes: ``logp``, ``ref_logp``, ``mask`` ``[B, T]``; ``quality`` ``[B]``.
+    """
+    check_choice("weighting", weighting, IW_WEIGHTINGS)
+    per_token, uses_quality = IW_WEIGHTINGS[weighting]
+    opts = make_iw_options(temp, w_max, False, token_clip)
+    lp = check_float_tensor("logp", logp)
+    if lp.dim() != 2:
+        raise ValueError(f"logp: expected shape [B, T], got {tuple(lp.shape)}")
+    shape = tuple(lp.shape)
+    ref = check_float_tensor("ref_logp", ref_logp, shape=shape, like="logp")
+    m = check_mask("mask", mask, shape, like="logp")
+    qual = check_quality(quality, shape[0]) if uses_quality else None
+    if uses_quality and qual is None:
+        raise ValueError(f"quality: required for weighting {weighting!r}")
+    w = iw_weights_core(lp.detach(), ref, m, opts, quality=qual, per_token=per_token)
+    count = m.sum() if per_token else (m.sum(-1) > 0).sum()
+    return float(w.sum()), float(count)
+
+
+def iw_normalize_scale(weight_sum: float, count: float) -> float:
+    """``count / weight_sum``: rescales weights summing to ``weight_sum`` to mean 1 (0 if the sum is 0)."""
+    check_number("weight_sum", weight_sum, low=0.0)
+    check_number("count", count, low=0.0)
+    return float(count) / float(weight_sum) if weight_sum > 0 else 0.0
 
 
 # --------------------------------------------------------------------------- weightings by name
@@ -318,6 +382,7 @@ def sft_core(
     agg: str,
     normalizer: Normalizer,
     normalizer_name: str = "normalizer",
+    horizon: int | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """:func:`sft_loss` on validated inputs; metrics stay tensors."""
     weight = SFT_WEIGHTINGS[weighting].weight(x)
@@ -329,6 +394,7 @@ def sft_core(
         agg=agg,
         normalizer=normalizer,
         normalizer_name=normalizer_name,
+        horizon=horizon,
     )
 
 

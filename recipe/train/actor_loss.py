@@ -1,17 +1,31 @@
 """The actor's loss on FSDP shards: verl's `ppo_loss` contract, the CHORD objective inside.
 
 `chord_actor_loss(config, chord, model_output, data, dp_group)` is installed on the actor in
-place of verl's `ppo_loss`. For one micro-batch it gathers the inputs, calls
-`chord.losses.chord_loss`, and adds the entropy bonus and the KL penalty over on-policy rows
-only (all inside `chord.losses`, which validates the inputs once). Both regularisers belong to
-the GRPO term, so they are scaled by `1 - mu` as well:
+place of verl's `ppo_loss`. For one micro-batch it gathers the inputs and calls one public
+function of `chord.losses` (`chord_loss`, or `luffy_loss`), which validates them once and adds
+the entropy bonus and the KL penalty over on-policy rows. Both regularisers belong to the GRPO
+term, so they are scaled by `1 - mu` as well:
 
     L = (1 - mu) * (L_pg - c_ent * H + c_kl * KL)(on-policy rows) + mu * L_SFT(expert rows)
 
-Every term is divided by its *global* count for the whole mini-batch (summed over micro-batches
-and data-parallel ranks by the worker before the first micro-batch, `ChordTrainingWorker`), and
-multiplied by the data-parallel size because FSDP averages gradients over ranks: the update does
-not depend on micro-batching or on the number of ranks.
+Every cross-micro-batch quantity comes from `mini_batch_sums`, summed over the micro-batches
+and data-parallel ranks of the mini-batch by the worker before the first micro-batch
+(`ChordTrainingWorker`): each term's count (its normaliser), each kind's token count, and,
+for `chord.iw.normalize`, the sum of the iw weights. The loss is multiplied by the
+data-parallel size because FSDP averages gradients over ranks: the update does not depend on
+micro-batching or on the number of ranks.
+
+Metrics follow verl's aggregation (`Metric.aggregate_dp`: mean over ranks, then SUM or MEAN
+over micro-batches). Every metric is logged as `dp * (this micro-batch's share)` with SUM, so
+the logged value of a mini-batch is exact at any layout: loss terms are the terms themselves,
+token diagnostics (`pg_clipfrac`, `ppo_kl`, `expert_p_mean`, `phi_mean`, ...) are means over
+all tokens of their kind in the mini-batch (local sum / global count). `sft_weight_max` is MAX.
+
+verl actor settings the loss reads: `clip_ratio(_low/_high)`, `clip_ratio_c`, `loss_agg_mode`
+(not `token-sum`), `loss_scale_factor` (T of `seq-mean-token-sum-norm`), `entropy_coeff`,
+`use_kl_loss`, `kl_loss_coef`, `kl_loss_type`, and the batch's `rollout_is_weights`
+(rollout correction, on the GRPO surrogate). Everything else is refused at start-up by
+`recipe.train.config.check_verl_settings`.
 """
 
 from __future__ import annotations
@@ -24,18 +38,85 @@ from verl.utils.metric import AggregationType, Metric
 from verl.workers.config import ActorConfig
 from verl.workers.utils.padding import no_padding_2_padding
 
-from chord.losses import chord_loss, luffy_loss
+from chord.losses import chord_loss, chord_normalizers, luffy_loss
+from chord.losses.sft import IW_WEIGHTINGS, iw_weight_sums
 from recipe.train.config import ChordConfig
 
 # Keys the driver puts in the batch (per row) and the worker / driver put in its meta (scalars).
 IS_EXPERT = "is_expert"
 QUALITY = "chord_quality"
 MU = "chord_mu"
+ROLLOUT_IS_WEIGHTS = "rollout_is_weights"  # verl's rollout-correction weights (on-policy rows)
 PG_NORMALIZER = "chord_pg_normalizer"
 SFT_NORMALIZER = "chord_sft_normalizer"
+ON_POLICY_TOKENS = "chord_on_policy_tokens"
+EXPERT_TOKENS = "chord_expert_tokens"
+IW_WEIGHT_SUM = "chord_iw_weight_sum"
+IW_COUNT = "chord_iw_count"
+# The order of `mini_batch_sums`: one vector, one all-reduce.
+SUM_KEYS = (PG_NORMALIZER, SFT_NORMALIZER, ON_POLICY_TOKENS, EXPERT_TOKENS, IW_WEIGHT_SUM, IW_COUNT)
 
-# Terms divided by a global count add up over micro-batches and ranks; diagnostics are means.
+# Terms divided by a global count add up over micro-batches and ranks.
 _SUMMED = {"pg_loss", "sft_loss", "chord_loss", "luffy_loss", "offpolicy_loss", "entropy_loss", "kl_loss"}
+# Token means over each kind's tokens: logged as local sum / global count of that kind.
+_ON_POLICY_MEANS = {"pg_clipfrac", "pg_clipfrac_lower", "ppo_kl"}
+_EXPERT_MEANS = {"expert_p_mean", "sft_weight_mean", "phi_mean"}
+_MAXIMA = {"sft_weight_max"}
+_DRIVER_LOGGED = {"mu", "expert_rows", "on_policy_rows", "expert_tokens", "on_policy_tokens"}
+
+
+def needs_iw_sums(chord: ChordConfig) -> bool:
+    """Whether the loss needs the mini-batch's iw weight sums (`chord.iw.normalize` on an iw variant)."""
+    return bool(chord.iw.normalize) and chord.spec.sft_weighting in IW_WEIGHTINGS
+
+
+def mini_batch_sums(
+    data: TensorDict, chord: ChordConfig, agg: str, logp: torch.Tensor | None = None
+) -> torch.Tensor:
+    """This rank's share of the mini-batch sums `SUM_KEYS` (float64 ``[6]``), to be summed over ranks.
+
+    `data` is the rank's mini-batch (verl's no-padding layout). For `needs_iw_sums`, `logp`
+    (``[B, T]``, aligned with the padded `response_mask`) is the policy's log-probs at the start
+    of the mini-batch, i.e. ``sg(logp)`` of every micro-batch of it: the iw weights' sum over the
+    expert rows and their count (rows, or tokens for `iw_token`).
+    """
+    fields = ["response_mask", IS_EXPERT]
+    for optional in ("ref_log_prob", QUALITY):
+        if optional in data:
+            fields.append(optional)
+    batch = data.select(*fields).to_padded_tensor()
+    mask = batch["response_mask"].to(torch.float32)
+    is_expert = batch[IS_EXPERT].to(torch.bool)
+    pg, sft = chord_normalizers(mask, is_expert, agg)
+    ex_mask = mask * is_expert.to(mask.dtype).unsqueeze(-1)
+    sums = [pg, sft, (mask - ex_mask).sum(), ex_mask.sum()]
+    weight_sum = count = 0.0
+    if needs_iw_sums(chord):
+        if logp is None or "ref_log_prob" not in batch.keys():
+            raise ValueError(
+                "chord.iw.normalize: the mini-batch sums need the policy's log-probs and ref_log_prob"
+            )
+        weight_sum, count = iw_weight_sums(
+            chord.spec.sft_weighting,
+            logp.float(),
+            batch["ref_log_prob"].float(),
+            ex_mask,
+            quality=batch.get(QUALITY, None),
+            temp=chord.iw.temp,
+            w_max=chord.iw.w_max,
+        )
+    values = [float(x) for x in sums] + [weight_sum, count]
+    return torch.tensor(values, dtype=torch.float64)
+
+
+def assign_mini_batch_sums(data: TensorDict, sums: torch.Tensor) -> None:
+    """Put the global (summed over ranks) `mini_batch_sums` into `data`'s meta for the loss."""
+    tu.assign_non_tensor(data, **{key: float(v) for key, v in zip(SUM_KEYS, sums.tolist(), strict=True)})
+
+
+def _share(value: float, local: float, total: float, dp_size: int) -> float:
+    """A local mean over `local` tokens as this micro-batch's part of the mean over `total` tokens."""
+    return value * local / total * dp_size if total > 0 else 0.0
 
 
 def chord_actor_loss(
@@ -46,13 +127,13 @@ def chord_actor_loss(
     if entropy is not None:
         entropy = no_padding_2_padding(entropy, data)
 
-    dp_size = data["dp_size"]
+    dp_size = int(data["dp_size"])
     mu = float(tu.get_non_tensor_data(data, MU, default=0.0))
     pg_norm = float(data[PG_NORMALIZER])
     sft_norm = float(data[SFT_NORMALIZER])
 
     fields = ["response_mask", "old_log_probs", "advantages", IS_EXPERT]
-    for optional in ("ref_log_prob", QUALITY):
+    for optional in ("ref_log_prob", QUALITY, ROLLOUT_IS_WEIGHTS):
         if optional in data:
             fields.append(optional)
     batch = data.select(*fields).to_padded_tensor()
@@ -72,10 +153,12 @@ def chord_actor_loss(
         "kl_coef": config.kl_loss_coef if config.use_kl_loss else 0.0,
     }
     common = {
-        "clip_low": config.clip_ratio_low,
-        "clip_high": config.clip_ratio_high,
+        "clip_low": config.clip_ratio_low if config.clip_ratio_low is not None else config.clip_ratio,
+        "clip_high": config.clip_ratio_high if config.clip_ratio_high is not None else config.clip_ratio,
         "clip_c": config.clip_ratio_c,
         "agg": config.loss_agg_mode,
+        "horizon": config.loss_scale_factor,  # verl: T of seq-mean-token-sum-norm (None: padded width)
+        "pg_token_weights": batch.get(ROLLOUT_IS_WEIGHTS, None),
     }
     if chord.spec.loss == "luffy":  # one objective over all rows, one normaliser
         loss, raw = luffy_loss(
@@ -91,6 +174,9 @@ def chord_actor_loss(
             **regularizers,
         )
     else:
+        iw_sums = None
+        if needs_iw_sums(chord):
+            iw_sums = (float(data[IW_WEIGHT_SUM]), float(data[IW_COUNT]))
         loss, raw = chord_loss(
             log_prob,
             batch["old_log_probs"],
@@ -107,16 +193,33 @@ def chord_actor_loss(
             iw_temp=chord.iw.temp,
             iw_w_max=chord.iw.w_max,
             iw_normalize=chord.iw.normalize,
+            iw_sums=iw_sums,
             **common,
             **regularizers,
         )
+    return loss * dp_size, _metrics(config, raw, data, dp_size)
+
+
+def _metrics(config: ActorConfig, raw: dict[str, float], data: TensorDict, dp_size: int) -> dict:
+    """verl Metrics whose `aggregate_dp` is the exact value for the whole mini-batch (module doc)."""
+    on_total = float(data[ON_POLICY_TOKENS])
+    ex_total = float(data[EXPERT_TOKENS])
     metrics: dict = {}
     if config.use_kl_loss:
         metrics["actor/kl_coef"] = config.kl_loss_coef
-
     for key, value in raw.items():
-        if key in ("mu", "expert_rows", "on_policy_rows", "expert_tokens", "on_policy_tokens"):
+        if key in _DRIVER_LOGGED:
             continue  # the driver logs these once per step, exactly
-        aggregation = AggregationType.SUM if key in _SUMMED else AggregationType.MEAN
-        metrics[f"actor/{key}"] = Metric(value=value, aggregation=aggregation)
-    return loss * dp_size, metrics
+        if key in _MAXIMA:
+            metrics[f"actor/{key}"] = Metric(value=value, aggregation=AggregationType.MAX)
+            continue
+        if key in _SUMMED:
+            share = value * dp_size
+        elif key in _ON_POLICY_MEANS:
+            share = _share(value, raw["on_policy_tokens"], on_total, dp_size)
+        elif key in _EXPERT_MEANS:
+            share = _share(value, raw["expert_tokens"], ex_total, dp_size)
+        else:
+            raise KeyError(f"chord_actor_loss: no aggregation rule for metric {key!r}")
+        metrics[f"actor/{key}"] = Metric(value=share, aggregation=AggregationType.SUM)
+    return metrics

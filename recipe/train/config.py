@@ -37,6 +37,7 @@ VARIANTS: dict[str, VariantSpec] = {
     "dft": VariantSpec(sft_weighting="dft", uses_expert=True),
     "iw_sft": VariantSpec(sft_weighting="iw", uses_expert=True, needs_ref_logp=True),
     "iw_sft_q": VariantSpec(sft_weighting="iw_q", uses_expert=True, needs_ref_logp=True, needs_quality=True),
+    "iw_token": VariantSpec(sft_weighting="iw_token", uses_expert=True, needs_ref_logp=True),
     # LUFFY: each prompt's expert response (from the RL data) joins its GRPO group; no mu.
     "luffy": VariantSpec(sft_weighting=None, uses_expert=False, loss="luffy"),
 }

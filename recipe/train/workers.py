@@ -2,10 +2,12 @@
 
 - `ChordTrainingWorker` (verl's `TrainingWorker`): starts a plain gloo process group first on
   the CPU platform (verl would ask torch for "cpu:gloo,cpu:gloo", which torch rejects); before
-  each mini-batch it sums the on-policy and expert normalisers over all data-parallel ranks (the
-  loss divides by these global counts); it splits a merged batch into the number of
-  mini-batches the driver asks for (expert rows change the row count, not the number of
-  optimizer steps).
+  each mini-batch it sums `recipe.train.actor_loss.mini_batch_sums` over all data-parallel ranks
+  (the only place where cross-micro-batch quantities are gathered: normalisers, token counts,
+  and for `chord.iw.normalize` the iw weights' sum, from one no-grad forward of the mini-batch
+  with the current parameters, which equal those of every micro-batch's forward before the
+  optimizer step); it splits a merged batch into the number of mini-batches the driver asks for
+  (expert rows change the row count, not the number of optimizer steps).
 - `ChordActorRolloutRefWorker` (verl's `ActorRolloutRefWorker`): uses the worker above for actor
   and reference, and installs `chord_actor_loss` after `init_model` (which sets verl's loss).
 """
@@ -23,9 +25,15 @@ from verl.utils import tensordict_utils as tu
 from verl.utils.config import omega_conf_to_dataclass
 from verl.utils.device import get_device_name
 from verl.workers.engine_workers import ActorRolloutRefWorker, TrainingWorker
+from verl.workers.utils.padding import no_padding_2_padding
 
-from chord.losses import chord_normalizers
-from recipe.train.actor_loss import IS_EXPERT, PG_NORMALIZER, SFT_NORMALIZER, chord_actor_loss
+from recipe.train.actor_loss import (
+    IS_EXPERT,
+    assign_mini_batch_sums,
+    chord_actor_loss,
+    mini_batch_sums,
+    needs_iw_sums,
+)
 from recipe.train.config import ChordConfig, load_chord_config
 
 NUM_MINI_BATCH = "chord_num_mini_batch"
@@ -48,6 +56,7 @@ class ChordTrainingWorker(TrainingWorker):
         init_cpu_process_group()
         super().__init__(config, *args, **kwargs)
         self.loss_agg_mode = "token-mean"  # the actor's `loss_agg_mode`, set in init_model
+        self.chord: ChordConfig | None = None  # set in init_model (actor only)
 
     def train_mini_batch(self, data: TensorDict) -> TensorDict:
         num_mini_batch = tu.pop(data, key=NUM_MINI_BATCH, default=None)
@@ -62,16 +71,28 @@ class ChordTrainingWorker(TrainingWorker):
         return super().train_batch(data)
 
     def _assign_global_normalizers(self, data: TensorDict) -> None:
-        """Sum this mini-batch's per-part counts over the data-parallel group."""
-        mask = data["response_mask"]
-        if mask.is_nested:
-            mask = mask.to_padded_tensor(0)
-        pg, sft = chord_normalizers(mask.float(), data[IS_EXPERT].bool(), self.loss_agg_mode)
-        counts = torch.stack([pg, sft]).to(get_device_name())
-        group = self.engine.get_data_parallel_group()
+        """Sum this mini-batch's `mini_batch_sums` over the data-parallel group, into `data`'s meta."""
+        chord = self.chord if self.chord is not None else load_chord_config({"variant": "grpo"})
+        logp = self._current_response_logp(data) if needs_iw_sums(chord) else None
+        sums = mini_batch_sums(data, chord, self.loss_agg_mode, logp).to(get_device_name())
         if dist.is_initialized():
-            dist.all_reduce(counts, op=dist.ReduceOp.SUM, group=group)
-        tu.assign_non_tensor(data, **{PG_NORMALIZER: counts[0].item(), SFT_NORMALIZER: counts[1].item()})
+            dist.all_reduce(sums, op=dist.ReduceOp.SUM, group=self.engine.get_data_parallel_group())
+        assign_mini_batch_sums(data, sums.cpu())
+
+    def _current_response_logp(self, data: TensorDict) -> torch.Tensor:
+        """``[B, T]`` response log-probs of the current parameters (no grad), micro-batched as in training."""
+        probe = data.copy()
+        settings = dict(
+            use_remove_padding=self.model_config.get("use_remove_padding", False),
+            use_dynamic_bsz=self.engine_config.use_dynamic_bsz,
+            max_token_len_per_gpu=self.engine_config.max_token_len_per_gpu,
+            micro_batch_size_per_gpu=self.engine_config.micro_batch_size_per_gpu,
+            use_fused_kernels=self.engine_config.use_fused_kernels,
+        )
+        missing = {k: v for k, v in settings.items() if k not in probe.keys()}
+        tu.assign_non_tensor(probe, calculate_entropy=False, **missing)
+        output = self.engine.infer_batch(probe, loss_function=None)
+        return no_padding_2_padding(output["model_output"]["log_probs"], probe).float()
 
     # Overriding drops verl's dispatch registration: copy it back, so this worker can also
     # serve as a Ray worker group of its own (not only inside ActorRolloutRefWorker).
@@ -103,4 +124,5 @@ class ChordActorRolloutRefWorker(ActorRolloutRefWorker):
         if self.actor is not None:
             actor_config = omega_conf_to_dataclass(self.config.actor)
             self.actor.loss_agg_mode = actor_config.loss_agg_mode
+            self.actor.chord = self.chord
             self.actor.set_loss_fn(partial(chord_actor_loss, config=actor_config, chord=self.chord))
