@@ -7,7 +7,6 @@ message naming the key (e.g. `chord.expert.rows_per_step`).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -83,7 +82,9 @@ class ExpertConfig:
 
     files: list[str] = field(default_factory=list)
     rows_per_step: int | None = None  # explicit count, or
-    ratio: float | None = None  # ceil(ratio * rollout rows per step)
+    # the expert share of the whole step, expert / (rollout + expert) rows, in (0, 1):
+    # expert rows = round(ratio * rollout / (1 - ratio)), e.g. 0.2 with 256 rollout rows -> 64
+    ratio: float | None = None
     schema: str = "auto"  # auto | messages | prompt_response
     overflow: str = "truncate"  # truncate | drop (rows over the rollout's prompt/response lengths)
     shuffle: bool = True
@@ -129,12 +130,22 @@ class ChordConfig:
         return VARIANTS[self.variant]
 
     def expert_rows(self, rollout_rows: int) -> int:
-        """Expert rows per step: an explicit count, or ceil(ratio * on-policy rows)."""
+        """Expert rows per step: an explicit count, or the `ratio` share of the whole step.
+
+        ``E = round(ratio * R / (1 - ratio))`` for ``R`` rollout rows, so that
+        ``E / (R + E) = ratio`` (CHORD's reference: 0.2 of 320 rows = 64 expert + 256 rollout).
+        """
         if not self.spec.uses_expert:
             return 0
         if self.expert.rows_per_step is not None:
             return int(self.expert.rows_per_step)
-        return math.ceil(float(self.expert.ratio) * rollout_rows)
+        ratio = float(self.expert.ratio)
+        rows = round(ratio * rollout_rows / (1.0 - ratio))
+        if rows < 1:
+            raise ValueError(
+                f"chord.expert.ratio: {ratio} of a step with {rollout_rows} rollout rows is no expert row"
+            )
+        return rows
 
 
 def expert_rows_per_step(config: Any, chord: ChordConfig) -> int:
@@ -160,8 +171,9 @@ def check_batch_arithmetic(config: Any, chord: ChordConfig) -> None:
     blocks = dp * max(num_mini_batch, 1)
     if expert_rows % blocks:
         raise ValueError(
-            f"chord.expert.rows_per_step: {expert_rows} expert rows per step must divide evenly "
+            f"{_expert_key(chord)}: {expert_rows} expert rows per step must divide evenly "
             f"over {dp} data-parallel ranks x {num_mini_batch} mini-batches"
+            f"{_nearby(chord, expert_rows, blocks, rollout_rows)}"
         )
     per_rank = (rollout_rows + expert_rows) // blocks
     micro = actor.get("ppo_micro_batch_size_per_gpu")
@@ -170,6 +182,61 @@ def check_batch_arithmetic(config: Any, chord: ChordConfig) -> None:
             f"chord.expert.rows_per_step / actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu: each "
             f"rank's mini-batch holds {per_rank} rows (rollout + expert), not a multiple of {micro}"
         )
+
+
+def _expert_key(chord: ChordConfig) -> str:
+    if chord.spec.loss == "luffy":
+        return "data.train_batch_size (LUFFY: one expert row per prompt)"
+    return "chord.expert.ratio" if chord.expert.rows_per_step is None else "chord.expert.rows_per_step"
+
+
+def _nearby(chord: ChordConfig, rows: int, blocks: int, rollout_rows: int) -> str:
+    """``"; X or Y would"``: the settings next to `rows` giving a multiple of `blocks` expert rows."""
+    if chord.spec.loss == "luffy":
+        return ""
+    below = rows // blocks * blocks
+    counts = [c for c in (below, below + blocks) if c > 0]
+    if chord.expert.rows_per_step is None:
+        options = [f"chord.expert.ratio={c / (rollout_rows + c):.6g} ({c} rows)" for c in counts]
+    else:
+        options = [f"chord.expert.rows_per_step={c}" for c in counts]
+    return f"; {' or '.join(options)} would"
+
+
+# verl settings and the values the CHORD actor loss supports (recipe.train.actor_loss); any
+# other value is refused at start-up, by key. Honoured as verl does (any value):
+# actor.clip_ratio / clip_ratio_low / clip_ratio_high / clip_ratio_c, actor.loss_scale_factor,
+# actor.entropy_coeff, actor.use_kl_loss / kl_loss_coef / kl_loss_type, and
+# algorithm.rollout_correction (rollout_is: the weights multiply the GRPO surrogate;
+# rollout_rs: the rejection mask reaches the loss through `response_mask`).
+SUPPORTED_VERL_SETTINGS: dict[str, tuple[Any, ...]] = {
+    "actor_rollout_ref.actor.policy_loss.loss_mode": ("vanilla",),
+    "actor_rollout_ref.actor.loss_agg_mode": (
+        "token-mean",
+        "seq-mean-token-mean",
+        "seq-mean-token-sum",
+        "seq-mean-token-sum-norm",
+    ),
+    "algorithm.rollout_correction.bypass_mode": (False, None),
+    "distillation.enabled": (False, None),
+}
+# LUFFY recomputes GRPO advantages with the expert trace in each group.
+SUPPORTED_LUFFY_SETTINGS: dict[str, tuple[Any, ...]] = {"algorithm.adv_estimator": ("grpo",)}
+
+
+def check_verl_settings(config: Any, chord: ChordConfig) -> None:
+    """Refuse, naming the key, a verl setting the CHORD loss would otherwise ignore."""
+    supported = dict(SUPPORTED_VERL_SETTINGS)
+    if chord.spec.loss == "luffy":
+        supported.update(SUPPORTED_LUFFY_SETTINGS)
+    for key, allowed in supported.items():
+        value = OmegaConf.select(config, key, default=None)
+        if value not in allowed:
+            options = ", ".join(repr(a) for a in allowed if a is not None)
+            raise ValueError(
+                f"{key}: {value!r} is not supported by chord-train's actor loss "
+                f"(variant {chord.variant!r}); supported: {options}"
+            )
 
 
 def load_chord_config(cfg: DictConfig | dict | None) -> ChordConfig:
@@ -207,8 +274,11 @@ def _validate(chord: ChordConfig) -> None:
             raise ValueError("chord.expert.rows_per_step / chord.expert.ratio: set exactly one of them")
         if exp.rows_per_step is not None and exp.rows_per_step < 1:
             raise ValueError(f"chord.expert.rows_per_step: must be >= 1, got {exp.rows_per_step}")
-        if exp.ratio is not None and not exp.ratio > 0:
-            raise ValueError(f"chord.expert.ratio: must be > 0, got {exp.ratio}")
+        if exp.ratio is not None and not 0 < exp.ratio < 1:
+            raise ValueError(
+                f"chord.expert.ratio: the expert share of a step, expert / (rollout + expert) rows, "
+                f"must be in (0, 1), got {exp.ratio}"
+            )
     if not 0.0 < chord.sft.cutoff_prob <= 1.0:
         raise ValueError(f"chord.sft.cutoff_prob: must be in (0, 1], got {chord.sft.cutoff_prob}")
     if chord.iw.temp <= 0 or chord.iw.w_max <= 0:

@@ -18,9 +18,18 @@ import hydra
 import ray
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from recipe.train.config import ChordConfig, check_batch_arithmetic, load_chord_config
+from recipe.train.config import ChordConfig, check_batch_arithmetic, check_verl_settings, load_chord_config
 
 CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+# Config errors (messages start with the key) are printed in one line, not as a traceback.
+CONFIG_ERROR_PREFIXES = (
+    "chord.",
+    "trainer.use_v1",
+    "actor_rollout_ref.",
+    "algorithm.",
+    "distillation.",
+    "data.",
+)
 
 
 def prepare_config(config: DictConfig) -> ChordConfig:
@@ -35,6 +44,7 @@ def prepare_config(config: DictConfig) -> ChordConfig:
         with open_dict(config):
             actor.use_kl_loss = True
             actor.kl_loss_coef = 0.0
+    check_verl_settings(config, chord)
     check_batch_arithmetic(config, chord)
     return chord
 
@@ -128,7 +138,7 @@ def _hydra_main(config: DictConfig) -> None:
     try:
         run(config)
     except ValueError as exc:
-        if not str(exc).startswith(("chord.", "trainer.use_v1")):
+        if not str(exc).startswith(CONFIG_ERROR_PREFIXES):
             raise
         print(f"chord-train: config error: {exc}", file=sys.stderr)
         sys.exit(2)

@@ -18,7 +18,13 @@ from verl.workers.config import FSDPActorConfig  # noqa: E402
 from verl.workers.utils.losses import ppo_loss  # noqa: E402
 from verl.workers.utils.padding import left_right_2_no_padding  # noqa: E402
 
-from recipe.train.actor_loss import IS_EXPERT, MU, PG_NORMALIZER, SFT_NORMALIZER, chord_actor_loss  # noqa: E402
+from recipe.train.actor_loss import (  # noqa: E402
+    IS_EXPERT,
+    MU,
+    assign_mini_batch_sums,
+    chord_actor_loss,
+    mini_batch_sums,
+)
 from recipe.train.config import load_chord_config  # noqa: E402
 
 
@@ -84,23 +90,22 @@ def test_grpo_variant_equals_verl_ppo_loss_value_and_gradient(dp_size):
 
     chord_data = data.clone()
     chord_data[IS_EXPERT] = torch.zeros(4, dtype=torch.bool)
-    tu.assign_non_tensor(chord_data, **{MU: 0.0, PG_NORMALIZER: float(tokens), SFT_NORMALIZER: 0.0})
+    chord = load_chord_config({"variant": "grpo"})
+    # dp ranks holding the same rows: the all-reduced sums are dp times this rank's
+    assign_mini_batch_sums(chord_data, mini_batch_sums(chord_data, chord, "token-mean") * dp_size)
+    tu.assign_non_tensor(chord_data, **{MU: 0.0})
     out_chord, flat_chord = _model_output(data)
-    loss_chord, metrics = chord_actor_loss(
-        config, load_chord_config({"variant": "grpo"}), out_chord, chord_data
-    )
+    loss_chord, metrics = chord_actor_loss(config, chord, out_chord, chord_data)
     (grad_chord,) = torch.autograd.grad(loss_chord, flat_chord)
 
-    assert loss_chord.item() == pytest.approx(loss_verl.item(), rel=1e-6, abs=1e-7)
-    torch.testing.assert_close(grad_chord, grad_verl, rtol=1e-5, atol=1e-7)
+    assert loss_chord.item() == pytest.approx(loss_verl.item() / dp_size, rel=1e-6, abs=1e-7)
+    torch.testing.assert_close(grad_chord, grad_verl / dp_size, rtol=1e-5, atol=1e-7)
     assert "actor/pg_loss" in metrics
 
 
 def test_expert_rows_do_not_touch_the_policy_term():
     """Adding expert rows with mu=0 leaves the GRPO gradient on the rollout rows unchanged."""
     data = _batch()
-    tokens_all = data["loss_mask"].sum()
-    on_tokens = float(tokens_all - data["loss_mask"][3].sum())  # row 3 will be an expert row
     config = _actor_config()
     chord = load_chord_config(
         {"variant": "chord_phi", "expert": {"files": ["x.parquet"], "rows_per_step": 1}}
@@ -108,9 +113,8 @@ def test_expert_rows_do_not_touch_the_policy_term():
 
     is_expert = torch.tensor([False, False, False, True])
     data[IS_EXPERT] = is_expert
-    tu.assign_non_tensor(
-        data, dp_size=1, **{MU: 0.0, PG_NORMALIZER: on_tokens, SFT_NORMALIZER: float(tokens_all) - on_tokens}
-    )
+    assign_mini_batch_sums(data, mini_batch_sums(data, chord, "token-mean"))
+    tu.assign_non_tensor(data, dp_size=1, **{MU: 0.0})
     out, flat = _model_output(data)
     loss, _ = chord_actor_loss(config, chord, out, data)
     (grad,) = torch.autograd.grad(loss, flat)
@@ -121,7 +125,6 @@ def test_expert_rows_do_not_touch_the_policy_term():
 
 def test_phi_sft_term_is_weighted_by_mu():
     data = _batch()
-    tokens_all = float(data["loss_mask"].sum())
     config = _actor_config()
     chord = load_chord_config(
         {"variant": "chord_phi", "expert": {"files": ["x.parquet"], "rows_per_step": 4}}
@@ -130,7 +133,8 @@ def test_phi_sft_term_is_weighted_by_mu():
     losses = {}
     for mu in (0.25, 0.5):
         d = data.clone()
-        tu.assign_non_tensor(d, dp_size=1, **{MU: mu, PG_NORMALIZER: 0.0, SFT_NORMALIZER: tokens_all})
+        assign_mini_batch_sums(d, mini_batch_sums(d, chord, "token-mean"))
+        tu.assign_non_tensor(d, dp_size=1, **{MU: mu})
         out, _ = _model_output(d)
         losses[mu], _ = chord_actor_loss(config, chord, out, d)
     assert losses[0.5].item() == pytest.approx(2 * losses[0.25].item(), rel=1e-6)

@@ -84,7 +84,7 @@ def test_tool_llama3b_is_the_reference_tool_setting(monkeypatch):
 
 
 @pytest.mark.parametrize("config_name", GPU_PRESETS)
-@pytest.mark.parametrize("method", ["grpo", "chord_phi", "chord_mu", "iw_sft", "luffy"])
+@pytest.mark.parametrize("method", ["grpo", "chord_phi", "chord_mu", "iw_sft", "iw_token", "luffy"])
 def test_gpu_presets_pass_verl_validation_and_expert_row_arithmetic(config_name, method):
     from verl.trainer.ppo.utils import need_critic, need_reference_policy
     from verl.utils.config import validate_config
@@ -99,4 +99,4 @@ def test_gpu_presets_pass_verl_validation_and_expert_row_arithmetic(config_name,
     expert_rows = expert_rows_per_step(cfg, chord)
     assert rollout_rows == 256
     assert expert_rows == {"grpo": 0, "luffy": 32}.get(method, 64 if config_name == "math_qwen7b" else 32)
-    assert need_reference_policy(cfg) is (method == "iw_sft")  # iw-SFT's reference = initial policy
+    assert need_reference_policy(cfg) is method.startswith("iw_")  # iw-SFT's reference = initial policy
