@@ -99,7 +99,12 @@ class SFTConfig:
 
 @dataclass
 class IWConfig:
-    """iw-SFT: w_b = clip(exp(temp * mean_t(sg(logp) - ref_logp)), 0, w_max); reference = initial policy."""
+    """iw-SFT: w_b = clip(exp(temp * mean_t(sg(logp) - ref_logp)), 0, w_max); reference = initial policy.
+
+    `iw_token`: w_t = clip(exp(temp * (sg(logp_t) - ref_logp_t)), 0.2, 1.8). `normalize`:
+    w <- w * n / sum(w) over the expert rows (tokens for `iw_token`) of each whole mini-batch,
+    all micro-batches and ranks (one extra no-grad forward per mini-batch, in the worker).
+    """
 
     temp: float = 1.0
     w_max: float = 16.0

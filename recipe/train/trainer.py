@@ -30,13 +30,14 @@ from typing import Any
 
 import numpy as np
 import torch
+from omegaconf import OmegaConf
 from verl import DataProto
 from verl.trainer.ppo.ray_trainer import RayPPOTrainer
 
 from chord.advantages import broadcast_to_tokens, grpo_outcome_advantages
 from chord.data import ExpertBatch, ExpertBuffer
 from chord.schedules import build_mu_schedule
-from recipe.train.actor_loss import IS_EXPERT, MU, QUALITY
+from recipe.train.actor_loss import IS_EXPERT, MU, QUALITY, ROLLOUT_IS_WEIGHTS
 from recipe.train.config import ChordConfig, check_batch_arithmetic, expert_rows_per_step
 from recipe.train.workers import NUM_MINI_BATCH
 
@@ -44,6 +45,28 @@ STATE_FILE = "chord_state.json"
 
 # Tensors the actor update reads; everything else in the rollout batch stays on the driver.
 _ACTOR_KEYS = ("prompts", "responses", "input_ids", "attention_mask", "position_ids", "response_mask")
+
+
+def build_expert_buffer(config: Any, chord: ChordConfig, tokenizer: Any) -> ExpertBuffer:
+    """The expert buffer of a run: verl's `data` limits, and the RL prompts' chat-template kwargs
+    (`data.apply_chat_template_kwargs`, e.g. Qwen3's `enable_thinking`), so an expert prompt is
+    rendered exactly like an RL prompt with the same messages."""
+    data_cfg = config.data
+    kwargs = data_cfg.get("apply_chat_template_kwargs", None) or {}
+    if not isinstance(kwargs, dict):
+        kwargs = OmegaConf.to_container(kwargs, resolve=True)
+    return ExpertBuffer(
+        list(chord.expert.files),
+        tokenizer,
+        max_prompt_length=data_cfg.max_prompt_length,
+        max_response_length=data_cfg.max_response_length,
+        overflow=chord.expert.overflow,
+        shuffle=chord.expert.shuffle,
+        seed=chord.expert.seed,
+        schema=chord.expert.schema,
+        shuffle_window_row_groups=chord.expert.shuffle_window_row_groups,
+        chat_template_kwargs=kwargs,
+    )
 
 
 class ChordRayTrainer(RayPPOTrainer):
@@ -55,18 +78,7 @@ class ChordRayTrainer(RayPPOTrainer):
         check_batch_arithmetic(self.config, chord)  # also checked before Ray starts
         self.expert_buffer: ExpertBuffer | None = None
         if self.expert_rows > 0 and chord.spec.uses_expert:
-            data_cfg = self.config.data
-            self.expert_buffer = ExpertBuffer(
-                list(chord.expert.files),
-                self.tokenizer,
-                max_prompt_length=data_cfg.max_prompt_length,
-                max_response_length=data_cfg.max_response_length,
-                overflow=chord.expert.overflow,
-                shuffle=chord.expert.shuffle,
-                seed=chord.expert.seed,
-                schema=chord.expert.schema,
-                shuffle_window_row_groups=chord.expert.shuffle_window_row_groups,
-            )
+            self.expert_buffer = build_expert_buffer(self.config, chord, self.tokenizer)
 
     # ------------------------------------------------------------------ the step
     def current_mu(self, batch: DataProto) -> float:
@@ -87,8 +99,9 @@ class ChordRayTrainer(RayPPOTrainer):
         rollout_cfg = self.config.actor_rollout_ref
         num_mini_batch = n_on // (rollout_cfg.actor.ppo_mini_batch_size * rollout_cfg.rollout.n)
         keys = [*_ACTOR_KEYS, "old_log_probs", "advantages"]
-        if "ref_log_prob" in batch.batch.keys():
-            keys.append("ref_log_prob")
+        for optional in ("ref_log_prob", ROLLOUT_IS_WEIGHTS):  # rollout correction: verl's IS weights
+            if optional in batch.batch.keys():
+                keys.append(optional)
         on_policy = batch.select(
             batch_keys=keys, non_tensor_batch_keys=[], meta_info_keys=list(batch.meta_info)
         )
@@ -154,6 +167,8 @@ class ChordRayTrainer(RayPPOTrainer):
         tensors["old_log_probs"] = torch.zeros_like(advantages)
         tensors["advantages"] = advantages
         tensors[IS_EXPERT] = torch.ones(n, dtype=torch.bool)
+        if ROLLOUT_IS_WEIGHTS in like.batch.keys():  # on-policy only; 1 keeps the batch uniform
+            tensors[ROLLOUT_IS_WEIGHTS] = torch.ones_like(advantages)
         out = DataProto.from_dict(tensors=tensors)
         if "ref_log_prob" in like.batch.keys():
             if ref_from_data is not None:
@@ -166,9 +181,13 @@ class ChordRayTrainer(RayPPOTrainer):
     def _luffy_rows(self, batch: DataProto, on_policy: DataProto) -> tuple[DataProto, dict[str, float]]:
         """LUFFY: each prompt's expert response joins its GRPO group as one more rollout.
 
-        The response is the RL row's `extra_info[chord.luffy.response_key]`; it scores
-        `chord.luffy.expert_reward`. Advantages of the whole group (rollouts and expert trace)
-        are recomputed with `chord.advantages.grpo_outcome_advantages(expert_in_groups=True)`.
+        The response is the RL row's `extra_info[chord.luffy.response_key]` (plus EOS unless it
+        already ends with it); it scores `chord.luffy.expert_reward`. The rollouts score their
+        `token_level_rewards` (verl's scores, minus the KL-in-reward penalty when
+        `algorithm.use_kl_in_reward` is on, as verl's GRPO uses). Advantages of the whole group
+        (rollouts and expert trace) are recomputed with
+        `chord.advantages.grpo_outcome_advantages(expert_in_groups=True)` and written back to
+        the rollout rows of `batch`, so verl's `critic/advantages/*` log the ones used.
         """
         cfg = self.chord.luffy
         uids = list(batch.non_tensor_batch["uid"])
@@ -190,7 +209,8 @@ class ChordRayTrainer(RayPPOTrainer):
             prompt_mask = on_policy.batch["attention_mask"][i, : on_policy.batch["prompts"].shape[1]].bool()
             prompt_ids.append(on_policy.batch["prompts"][i][prompt_mask].tolist())
             ids = self.tokenizer.encode(info[cfg.response_key], add_special_tokens=False)
-            ids.append(self.tokenizer.eos_token_id)
+            if not ids or ids[-1] != self.tokenizer.eos_token_id:
+                ids.append(self.tokenizer.eos_token_id)
             truncated += len(ids) > width
             response_ids.append(ids[:width])
         n_on, n_ex = len(on_policy), len(rows)
@@ -198,9 +218,8 @@ class ChordRayTrainer(RayPPOTrainer):
             prompt_ids, response_ids, None, None, ["luffy"] * n_ex, [("rl", i) for i in rows]
         )
         padded = self._pad_like(expert, on_policy)
-        scores = torch.cat(
-            [batch.batch["token_level_scores"].sum(-1).float(), torch.full((n_ex,), float(cfg.expert_reward))]
-        )
+        rewards = batch.batch["token_level_rewards"].sum(-1).float()
+        scores = torch.cat([rewards, torch.full((n_ex,), float(cfg.expert_reward))])
         is_expert = torch.cat([torch.zeros(n_on, dtype=torch.bool), torch.ones(n_ex, dtype=torch.bool)])
         advantages = grpo_outcome_advantages(
             scores,
@@ -211,6 +230,7 @@ class ChordRayTrainer(RayPPOTrainer):
         )
         on_mask = on_policy.batch["response_mask"].float()
         on_policy.batch["advantages"] = broadcast_to_tokens(advantages[:n_on], on_mask)
+        batch.batch["advantages"] = on_policy.batch["advantages"]  # what verl's metrics read
         expert_adv = broadcast_to_tokens(advantages[n_on:], padded["response_mask"].float())
         metrics = {
             "chord/expert_rows": float(n_ex),

@@ -160,3 +160,20 @@ def test_luffy_adds_one_expert_trace_per_prompt(workdir, tmp_path):
         assert data["chord/expert_rows"] == 16  # cpu_tiny: data.train_batch_size prompts
         assert data["chord/mu"] == 0.0
         assert "actor/offpolicy_loss" in data and data["actor/expert_p_mean"] > 0
+
+
+def test_iw_token_normalised_over_each_whole_mini_batch(workdir, tmp_path):
+    """`method=iw_token` through the trainer, with `chord.iw.normalize=true`: the worker's no-grad
+    forward gives the mini-batch's weight sum, so the token weights average exactly 1 over each
+    mini-batch's expert tokens (all micro-batches and both ranks) while differing from 1."""
+    rows = run_trainer(
+        workdir, tmp_path, "method=iw_token", "chord.iw.normalize=true", "trainer.save_freq=-1", steps=2
+    )
+    assert [r["step"] for r in rows] == [1, 2]
+    for row in rows:
+        data = row["data"]
+        assert data["chord/expert_rows"] == 32 and data["chord/mu"] == pytest.approx(1.0)
+        assert data["actor/sft_weight_mean"] == pytest.approx(1.0, abs=1e-4)
+        assert data["actor/sft_loss"] > 0
+    # the policy has moved from the reference by step 2: the weights are not all 1
+    assert rows[1]["data"]["actor/sft_weight_max"] > 1.0 + 1e-4
