@@ -217,3 +217,24 @@ def test_regulariser_with_wrong_shape_is_named():
     logp, old, _, adv, mask, is_expert = _batch()
     with pytest.raises(ValueError, match="^entropy: expected shape"):
         chord_loss(logp, old, adv, mask, is_expert, mu=0.1, entropy=torch.zeros(6, 4), entropy_coeff=0.1)
+
+
+def test_horizon_and_token_weights_scale_the_policy_term_by_hand():
+    """seq-mean-token-sum-norm divides by rows x horizon; token weights multiply the surrogate."""
+    # one on-policy row, 2 tokens, ratio 1 (logp = old), A = 1: surrogate -1 per token
+    logp = torch.full((1, 3), -1.0, requires_grad=True)
+    mask = torch.tensor([[1.0, 1.0, 0.0]])
+    adv, is_expert = torch.ones(1), torch.zeros(1, dtype=torch.bool)
+    weights = torch.tensor([[0.5, 2.0, 9.0]])  # the padding weight is never counted
+    args = (logp, logp.detach(), adv, mask, is_expert)
+    loss, _ = chord_loss(*args, mu=0.0, agg="seq-mean-token-sum-norm")
+    assert loss.item() == pytest.approx(-2 / 3)  # T = padded width 3
+    loss, _ = chord_loss(*args, mu=0.0, agg="seq-mean-token-sum-norm", horizon=100)
+    assert loss.item() == pytest.approx(-2 / 100)
+    loss, metrics = chord_loss(*args, mu=0.0, agg="token-mean", pg_token_weights=weights)
+    assert loss.item() == pytest.approx(-(0.5 + 2.0) / 2)
+    assert metrics["pg_clipfrac"] == 0.0
+    with pytest.raises(ValueError, match="pg_token_weights"):
+        chord_loss(*args, mu=0.0, pg_token_weights=torch.ones(2, 3))
+    with pytest.raises(ValueError, match="horizon"):
+        chord_loss(*args, mu=0.0, horizon=0)

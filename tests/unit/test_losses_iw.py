@@ -125,3 +125,51 @@ def test_extreme_log_probs_give_finite_weights_and_loss():
     (grad,) = torch.autograd.grad(loss, logp)
     assert torch.isfinite(w).all().item() and w.max().item() == 16.0
     assert math.isfinite(loss.item()) and torch.isfinite(grad).all().item()
+
+
+def test_weight_sums_are_the_raw_sums_and_counts_of_each_weighting():
+    from chord.losses.sft import iw_normalize_scale, iw_weight_sums
+
+    # sequence: 1.349859 + 16 + 0.135335 over 3 rows with tokens
+    total, count = iw_weight_sums("iw", _logp(), REF, MASK)
+    assert (total, count) == (pytest.approx(17.485194, rel=1e-5), 3.0)
+    quality = torch.tensor([1.0, 0.5, 2.0, 1.0])
+    total_q, _ = iw_weight_sums("iw_q", _logp(), REF, MASK, quality=quality)
+    assert total_q == pytest.approx(math.exp(0.3) + 8.0 + 2 * math.exp(-2.0), rel=1e-5)
+    # token: clip(e^d, 0.2, 1.8) on the 6 counted tokens: e^0.2, e^0.4, 1.8, 1.8, e^-1, 0.2
+    total_t, count_t = iw_weight_sums("iw_token", _logp(), REF, MASK)
+    want = math.exp(0.2) + math.exp(0.4) + 1.8 + 1.8 + math.exp(-1.0) + 0.2
+    assert (total_t, count_t) == (pytest.approx(want, rel=1e-5), 6.0)
+    assert iw_normalize_scale(total, count) == pytest.approx(3 / 17.485194, rel=1e-5)
+    assert iw_normalize_scale(0.0, 0.0) == 0.0
+    with pytest.raises(ValueError, match="quality: required for weighting 'iw_q'"):
+        iw_weight_sums("iw_q", _logp(), REF, MASK)
+    with pytest.raises(ValueError, match="weighting"):
+        iw_weight_sums("phi", _logp(), REF, MASK)
+
+
+def test_global_sums_normalise_split_rows_like_the_whole_batch():
+    """Rows split in two calls with the sums of all rows: the weights of one call over all rows."""
+    from chord.losses import chord_loss
+    from chord.losses.sft import iw_weight_sums
+
+    logp = _logp()
+    sums = iw_weight_sums("iw", logp, REF, MASK)
+    n = torch.zeros(4)
+    adv, is_expert = torch.zeros(4), torch.ones(4, dtype=torch.bool)
+    common = dict(mu=1.0, sft_weighting="iw", ref_logp=REF, iw_normalize=True, sft_normalizer=6.0)
+    whole, _ = chord_loss(logp, REF, adv, MASK, is_expert, **common)
+
+    def part(rows, **extra):
+        kwargs = {**common, "ref_logp": REF[rows], **extra}
+        return chord_loss(logp[rows], REF[rows], n[rows], MASK[rows], is_expert[rows], **kwargs)[0]
+
+    parts = [part(rows, iw_sums=sums) for rows in ([0, 1], [2, 3])]
+    # hand value: -(w0 * (-0.8 - 0.6) + w1 * (-3 - 1) + w2 * (-2 - 4)) / 6 with the normalised weights
+    w = [0.231600, 2.745180, 0.023220]
+    hand = -(w[0] * (-0.8 + -0.6) + w[1] * (-3.0 + -1.0) + w[2] * (-2.0 + -4.0)) / 6
+    assert whole.item() == pytest.approx(hand, rel=1e-5)
+    assert (parts[0] + parts[1]).item() == pytest.approx(hand, rel=1e-5)
+    # without the sums each call normalises its own rows: another loss
+    local = [part(rows) for rows in ([0, 1], [2, 3])]
+    assert (local[0] + local[1]).item() != pytest.approx(hand, rel=1e-3)
