@@ -132,3 +132,37 @@ def test_luffy_rows_use_rewards_log_their_advantages_and_end_with_one_eos(tiny_t
     # verl's critic/advantages/* read batch.batch["advantages"]: the LUFFY ones, on real tokens
     torch.testing.assert_close(batch.batch["advantages"], on_policy.batch["advantages"])
     assert metrics["chord/expert_rows"] == 2
+
+
+def test_rollout_is_weights_reach_the_actor_batch_with_weight_one_on_expert_rows(tiny_tokenizer):
+    """verl's rollout correction puts `rollout_is_weights` in the batch; the merged actor batch
+    keeps them on rollout rows (the loss multiplies the GRPO surrogate) and gives expert rows 1."""
+    trainer = ChordRayTrainer.__new__(ChordRayTrainer)
+    trainer.tokenizer = tiny_tokenizer
+    trainer.chord = load_chord_config({"variant": "luffy"})
+    trainer.expert_rows = 2
+    trainer.config = OmegaConf.create(
+        {
+            "algorithm": {"norm_adv_by_std_in_grpo": True},
+            "actor_rollout_ref": {
+                "rollout": {"n": 2},
+                "actor": {
+                    "ppo_mini_batch_size": 2,
+                    "use_dynamic_bsz": False,
+                    "ppo_micro_batch_size_per_gpu": 3,
+                },
+            },
+        }
+    )
+    trainer._get_dp_size = lambda *args: 1
+    trainer.actor_rollout_wg = None
+    batch = _luffy_batch(tiny_tokenizer)
+    weights = torch.rand(4, batch.batch["responses"].shape[1]) + 0.5
+    batch.batch["rollout_is_weights"] = weights
+
+    merged, _ = trainer._merge_expert_rows(batch, mu=0.0)
+
+    is_expert = merged.batch["is_expert"]
+    assert int(is_expert.sum()) == 2 and len(merged) == 6
+    torch.testing.assert_close(merged.batch["rollout_is_weights"][~is_expert], weights)
+    assert bool((merged.batch["rollout_is_weights"][is_expert] == 1).all())
