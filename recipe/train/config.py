@@ -214,13 +214,15 @@ def _nearby(chord: ChordConfig, rows: int, blocks: int, rollout_rows: int) -> st
 # actor.entropy_coeff, actor.use_kl_loss / kl_loss_coef / kl_loss_type, and
 # algorithm.rollout_correction (rollout_is: the weights multiply the GRPO surrogate;
 # rollout_rs: the rejection mask reaches the loss through `response_mask`).
+# None: the key is absent and verl's default (the first value) applies.
 SUPPORTED_VERL_SETTINGS: dict[str, tuple[Any, ...]] = {
-    "actor_rollout_ref.actor.policy_loss.loss_mode": ("vanilla",),
+    "actor_rollout_ref.actor.policy_loss.loss_mode": ("vanilla", None),
     "actor_rollout_ref.actor.loss_agg_mode": (
         "token-mean",
         "seq-mean-token-mean",
         "seq-mean-token-sum",
         "seq-mean-token-sum-norm",
+        None,
     ),
     "algorithm.rollout_correction.bypass_mode": (False, None),
     "distillation.enabled": (False, None),

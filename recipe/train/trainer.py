@@ -245,8 +245,8 @@ class ChordRayTrainer(RayPPOTrainer):
 
         verl hands rank r the r-th contiguous chunk, slices mini-batches contiguously inside it
         (without `actor.shuffle`) and fixed-size micro-batches contiguously inside those. Both
-        kinds are cut into that many equal blocks and laid out block by block, so each term's
-        per-micro-batch diagnostics (e.g. `actor/expert_p_mean`) average over real rows.
+        kinds are cut into that many equal blocks and laid out block by block, so the work of
+        each term is spread evenly (the loss and its metrics are exact in any layout).
         """
         dp = self._get_dp_size(self.actor_rollout_wg, "actor")
         blocks = dp * num_mini_batch

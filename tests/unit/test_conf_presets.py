@@ -100,3 +100,17 @@ def test_gpu_presets_pass_verl_validation_and_expert_row_arithmetic(config_name,
     assert rollout_rows == 256
     assert expert_rows == {"grpo": 0, "luffy": 32}.get(method, 64 if config_name == "math_qwen7b" else 32)
     assert need_reference_policy(cfg) is method.startswith("iw_")  # iw-SFT's reference = initial policy
+
+
+def test_a_verl_setting_the_loss_cannot_honour_stops_start_up_by_key(monkeypatch, tmp_path):
+    from recipe.train.main import CONFIG_ERROR_PREFIXES, prepare_config
+
+    monkeypatch.setenv("CHORD_WORKDIR", str(tmp_path))
+    monkeypatch.setenv("CHORD_DATA_DIR", str(tmp_path))
+    prepare_config(_compose("cpu_tiny"))  # the preset itself passes
+    cfg = _compose("cpu_tiny", "actor_rollout_ref.actor.policy_loss.loss_mode=gspo")
+    with pytest.raises(ValueError) as err:
+        prepare_config(cfg)  # what chord-train runs on the driver, before Ray starts
+    message = str(err.value)
+    assert message.startswith("actor_rollout_ref.actor.policy_loss.loss_mode: 'gspo' is not supported")
+    assert message.startswith(CONFIG_ERROR_PREFIXES)  # printed as one line, exit status 2
