@@ -73,7 +73,14 @@ FIELDS = {
     "tokens": "chord/update_tokens",
     "response_tokens": "chord/update_response_tokens",
     "rss_gb": "actor/perf/max_memory_allocated_gb",
+    "response_length": "response_length/mean",  # of the rollouts
 }
+
+
+def load_steps(metrics: Path) -> list[dict]:
+    """The FIELDS of every training step in a run's metrics file."""
+    rows = [json.loads(line)["data"] for line in metrics.read_text().splitlines() if line.strip()]
+    return [{k: r.get(v) for k, v in FIELDS.items()} for r in rows if "timing_s/step" in r]
 
 
 def run_case(name: str, workdir: Path, run_id: str, steps: int, extra: list[str], detail: bool) -> dict:
@@ -108,16 +115,15 @@ def run_case(name: str, workdir: Path, run_id: str, steps: int, extra: list[str]
     watcher.join()
     if proc.returncode != 0:
         raise SystemExit(f"{name} failed:\n{out[-3000:]}")
-    rows = [json.loads(line)["data"] for line in metrics.read_text().splitlines() if line.strip()]
-    rows = [r for r in rows if "timing_s/step" in r]
+    steps = load_steps(metrics)
     record = {
         "case": name,
         "run": run_id,
         "load_before": load_before,
         "load_after": os.getloadavg(),
         "wall_s": end - start,
-        "startup_s": first_line_at[0] - start - rows[0]["timing_s/step"] if first_line_at else None,
-        "steps": [{k: r.get(v) for k, v in FIELDS.items()} for r in rows],
+        "startup_s": first_line_at[0] - start - steps[0]["step"] if first_line_at else None,
+        "steps": steps,
     }
     if detail:
         record["processes"] = ray_process_starts(ray_dir, start)
@@ -189,9 +195,9 @@ def report(results: list[dict], warmup: int) -> str:
     )
     lines.append(
         "| case | runs | update_actor s: median (run medians) | s per 1k tokens | tokens/step | "
-        "step s | merge s | merge % of step | peak RSS GB | start-up s |"
+        "rollout length | step s | merge s | merge % of step | peak RSS GB | start-up s |"
     )
-    lines.append("|---|---|---|---|---|---|---|---|---|---|")
+    lines.append("|---|---|---|---|---|---|---|---|---|---|---|")
     for case, runs in by_case.items():
         upd = values(runs, "update_actor", warmup)
         per_tok = values(runs, "update_actor", warmup, per_1k_tokens=True)
@@ -203,7 +209,8 @@ def report(results: list[dict], warmup: int) -> str:
         lines.append(
             f"| {case} | {len(runs)} | {pooled_median(upd):.3f} ({spread(upd)}) | "
             f"{pooled_median(per_tok):.4f} ({spread(per_tok)}) | "
-            f"{pooled_median(values(runs, 'tokens', warmup)):.0f} | {step:.3f} | "
+            f"{pooled_median(values(runs, 'tokens', warmup)):.0f} | "
+            f"{pooled_median(values(runs, 'response_length', warmup)):.1f} | {step:.3f} | "
             + (f"{merge:.4f} | {statistics.median(share):.2%} | " if merge is not None else "- | - | ")
             + f"{statistics.median(rss):.3f} ({min(rss):.3f}-{max(rss):.3f}) | "
             f"{statistics.median(startup):.1f} ({min(startup):.1f}-{max(startup):.1f}) |"
@@ -267,7 +274,10 @@ def main() -> None:
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="chord_bench_"))
     out = workdir / "bench_results.json"
     if args.report_only:
-        print(report(json.loads(out.read_text()), args.warmup))
+        results = json.loads(out.read_text())
+        for run in results:  # re-read the metrics files: FIELDS may have grown since
+            run["steps"] = load_steps(workdir / f"{run['run']}.jsonl")
+        print(report(results, args.warmup))
         return
     cases = args.cases.split(",")
     if unknown := set(cases) - set(CASES):
