@@ -54,6 +54,7 @@ CASES = {  # all: 4 mini-batches of 24 rows (12 per rank), micro-batches by toke
     "grpo": ["method=grpo", "data.train_batch_size=24", f"{MINI}=6"],
     "chord_phi": ["method=chord_phi", "data.train_batch_size=16", f"{MINI}=4"],
     "mix_mu0": ["method=mix", "chord.mu.value=0.0", "data.train_batch_size=16", f"{MINI}=4"],
+    "cpu_tiny": [],  # the preset as it is (chord_mu), for bench_startup.py
 }
 NUM_MINI_BATCH = 4
 # per-step figures read from the metrics (None when the case does not log it: grpo has no merge)
@@ -74,6 +75,8 @@ FIELDS = {
     "response_tokens": "chord/update_response_tokens",
     "rss_gb": "actor/perf/max_memory_allocated_gb",
     "response_length": "response_length/mean",  # of the rollouts
+    "response_max": "response_length/max",
+    "prompt_max": "prompt_length/max",
 }
 
 
@@ -83,13 +86,15 @@ def load_steps(metrics: Path) -> list[dict]:
     return [{k: r.get(v) for k, v in FIELDS.items()} for r in rows if "timing_s/step" in r]
 
 
-def run_case(name: str, workdir: Path, run_id: str, steps: int, extra: list[str], detail: bool) -> dict:
+def run_case(
+    name: str, workdir: Path, run_id: str, steps: int, extra: list[str], detail: bool, validate: bool = False
+) -> dict:
     metrics = workdir / f"{run_id}.jsonl"
     ray_dir = workdir / f"ray_{run_id}"
     cmd = [
         sys.executable, "-m", "recipe.train.main", "--config-name", "cpu_tiny", *CASES[name],
         f"trainer.total_training_steps={steps}", "trainer.test_freq=-1", "trainer.save_freq=-1",
-        "trainer.val_before_train=false", f"trainer.default_local_dir={workdir / run_id}",
+        f"trainer.val_before_train={str(validate).lower()}", f"trainer.default_local_dir={workdir / run_id}",
         f"ray_kwargs.ray_init.runtime_env.env_vars.VERL_FILE_LOGGER_PATH={metrics}", *extra,
     ]  # fmt: skip
     if detail:
@@ -195,7 +200,7 @@ def report(results: list[dict], warmup: int) -> str:
     )
     lines.append(
         "| case | runs | update_actor s: median (run medians) | s per 1k tokens | tokens/step | "
-        "rollout length | step s | merge s | merge % of step | peak RSS GB | start-up s |"
+        "rollout length (max) | step s | merge s | merge % of step | peak RSS GB | start-up s |"
     )
     lines.append("|---|---|---|---|---|---|---|---|---|---|---|")
     for case, runs in by_case.items():
@@ -210,7 +215,8 @@ def report(results: list[dict], warmup: int) -> str:
             f"| {case} | {len(runs)} | {pooled_median(upd):.3f} ({spread(upd)}) | "
             f"{pooled_median(per_tok):.4f} ({spread(per_tok)}) | "
             f"{pooled_median(values(runs, 'tokens', warmup)):.0f} | "
-            f"{pooled_median(values(runs, 'response_length', warmup)):.1f} | {step:.3f} | "
+            f"{pooled_median(values(runs, 'response_length', warmup)):.1f} "
+            f"({max(v for r in values(runs, 'response_max', warmup) for v in r):.0f}) | {step:.3f} | "
             + (f"{merge:.4f} | {statistics.median(share):.2%} | " if merge is not None else "- | - | ")
             + f"{statistics.median(rss):.3f} ({min(rss):.3f}-{max(rss):.3f}) | "
             f"{statistics.median(startup):.1f} ({min(startup):.1f}-{max(startup):.1f}) |"
