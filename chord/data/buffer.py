@@ -17,14 +17,27 @@ orders themselves are recomputed from the seed, so a buffer restored with `load_
 serves exactly the rows an uninterrupted run would have. The fingerprint covers the file
 names (not their directories, so data may move), every row group's row count, the seed and
 the shuffle settings; a state saved for anything else is refused.
+
+Prefetch (`prefetch=True`): after serving a batch of `n` rows, the buffer builds the next `n`
+rows (read, check, tokenise, limits) on one background thread, so the trainer's next
+`next_batch(n)` only waits for what is left of it. At most one batch is built ahead (bounded
+memory). A prefetched batch is *not* consumed: the cursor and counters (and so `state_dict()`)
+change only when `next_batch` hands it out, the rows are the ones a buffer without prefetch
+serves, and `load_state_dict` discards anything prefetched. A bad row raises from the
+`next_batch` call that would have served it, with the position unchanged, as without prefetch.
+The background thread tokenises with its own copy of the tokenizer (a Rust tokenizer must not be
+used from two threads at once, and the caller keeps using its own).
 """
 
 from __future__ import annotations
 
 import bisect
+import copy
 import hashlib
 import json
 from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import PurePath
 from typing import Any
 
@@ -54,6 +67,18 @@ _STAT_KEYS = (
 )
 
 
+@dataclass
+class _Built:
+    """A batch made from the cursor `start`, and the cursor / counters after it (not yet committed)."""
+
+    n: int
+    start: tuple[int, int, int]  # (epoch, window start, offset) the batch was made from
+    end: tuple[int, int, int]
+    counts: dict[str, int]
+    tokens: int
+    batch: ExpertBatch
+
+
 class ExpertBuffer:
     """An endless, seeded, resumable stream of tokenised expert rows (see the module docstring).
 
@@ -68,6 +93,8 @@ class ExpertBuffer:
         filesystem: a `pyarrow.fs.FileSystem` in which every path lives (default: local or URI).
         chat_template_kwargs: extra keyword arguments for `apply_chat_template`.
         max_open_files: parquet files kept open between reads.
+        prefetch: build the next batch in the background after each `next_batch` (see the
+            module docstring); `prefetch(n)` starts one explicitly (e.g. before the first step).
 
     Attributes: `num_rows` (rows per epoch), `epoch` (0-based epoch of the next row), `files`,
     `schemas`, `has_quality`, `has_ref_logp`, `fingerprint`, and `stats`: cumulative counters
@@ -91,6 +118,7 @@ class ExpertBuffer:
         filesystem: pafs.FileSystem | None = None,
         chat_template_kwargs: dict[str, Any] | None = None,
         max_open_files: int = 4,
+        prefetch: bool = False,
     ) -> None:
         if overflow not in OVERFLOW_MODES:
             raise ValueError(f"overflow must be one of {OVERFLOW_MODES}, got {overflow!r}")
@@ -118,7 +146,9 @@ class ExpertBuffer:
             shuffle=self.shuffle,
             window_units=shuffle_window_row_groups,
         )
-        self._tokenize = ExpertTokenizer(tokenizer, chat_template_kwargs)
+        self._tokenize = ExpertTokenizer(
+            copy.deepcopy(tokenizer) if prefetch else tokenizer, chat_template_kwargs
+        )
         self._reader = RowGroupReader(max_open_files)
         self.has_quality = "quality" in self.files[0].columns
         self.has_ref_logp = "ref_logp" in self.files[0].columns
@@ -130,6 +160,9 @@ class ExpertBuffer:
         self._segments: list[tuple[ExpertFile, int, pa.Table]] = []  # (file, first file row, rows)
         self._segment_starts: list[int] = []
         self.stats: dict[str, int] = dict.fromkeys(_STAT_KEYS, 0)
+        self._prefetch_on = bool(prefetch)
+        self._executor: ThreadPoolExecutor | None = None
+        self._pending: Future[_Built] | None = None
 
     # -- public read-only facts -------------------------------------------------------------
     @property
@@ -211,7 +244,54 @@ class ExpertBuffer:
         """
         if not isinstance(n, int) or n < 1:
             raise ValueError(f"n must be a positive int, got {n!r}")
-        epoch, start, offset = self._epoch, self._start, self._offset
+        built = self._take_prefetched(n)
+        if built is None:
+            built = self._build(n, self._cursor)
+        self._commit(built)
+        if self._prefetch_on:
+            self.prefetch(n)
+        return built.batch
+
+    def prefetch(self, n: int) -> None:
+        """Start building the next `n` rows in the background (no-op if already under way).
+
+        Nothing is consumed: the next `next_batch(n)` serves them and moves the cursor.
+        """
+        if not isinstance(n, int) or n < 1:
+            raise ValueError(f"n must be a positive int, got {n!r}")
+        if self._pending is not None:
+            return
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="expert-prefetch")
+        self._pending = self._executor.submit(self._build, n, self._cursor)
+
+    @property
+    def _cursor(self) -> tuple[int, int, int]:
+        return self._epoch, self._start, self._offset
+
+    def _take_prefetched(self, n: int) -> _Built | None:
+        """The prefetched batch if it is the one `next_batch(n)` would make now, else None.
+
+        Waits for a build under way; its error (a bad row) is raised here, unconsumed.
+        """
+        pending, self._pending = self._pending, None
+        if pending is None:
+            return None
+        built = pending.result()
+        return built if built.n == n and built.start == self._cursor else None
+
+    def _discard_prefetched(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.cancel()
+            try:
+                pending.result()  # wait: the window cache must not be touched by two threads
+            except Exception:  # noqa: BLE001 - a discarded batch's error belongs to no call
+                pass
+
+    def _build(self, n: int, cursor: tuple[int, int, int]) -> _Built:
+        """The `n` usable rows from `cursor`; nothing is committed (see `_commit`)."""
+        epoch, start, offset = cursor
         served: list[TokenizedRow] = []
         counts = dict.fromkeys(("truncated", "prompt_truncated", "response_truncated", "dropped", "read"), 0)
         consecutive_drops = 0
@@ -242,17 +322,9 @@ class ExpertBuffer:
                     f"max_response_length={self.max_response_length} under overflow='drop'",
                     file=self.files[0].name if len(self.files) == 1 else None,
                 )
-        # commit: position and counters change only once the whole batch is made
-        self._epoch, self._start, self._offset = epoch, start, offset
         tokens = sum(len(r.response_ids) for r in served)
-        self.stats["rows_served"] += n
-        self.stats["rows_read"] += counts["read"]
-        self.stats["tokens_served"] += tokens
-        for key in ("truncated", "prompt_truncated", "response_truncated", "dropped"):
-            self.stats[key] += counts[key]
-        self.stats["epochs_completed"] = epoch
         progress = epoch + (self._order.rows_before(epoch, start) + offset) / self.num_rows
-        return ExpertBatch(
+        batch = ExpertBatch(
             prompt_ids=[r.prompt_ids for r in served],
             response_ids=[r.response_ids for r in served],
             quality=torch.tensor([r.quality for r in served], dtype=torch.float32)
@@ -270,6 +342,17 @@ class ExpertBuffer:
                 "expert_epoch": float(progress),
             },
         )
+        return _Built(n, cursor, (epoch, start, offset), counts, tokens, batch)
+
+    def _commit(self, built: _Built) -> None:
+        """Consume `built`: move the cursor past it and add its counters."""
+        self._epoch, self._start, self._offset = built.end
+        self.stats["rows_served"] += built.n
+        self.stats["rows_read"] += built.counts["read"]
+        self.stats["tokens_served"] += built.tokens
+        for key in ("truncated", "prompt_truncated", "response_truncated", "dropped"):
+            self.stats[key] += built.counts[key]
+        self.stats["epochs_completed"] = built.end[0]
 
     # -- checkpointing -------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -292,7 +375,7 @@ class ExpertBuffer:
         """Continue exactly where the buffer that saved `state` stopped.
 
         Raises ValueError if `state` was saved for other files, row groups, seed or shuffle
-        settings, or is malformed.
+        settings, or is malformed. A prefetched batch is discarded.
         """
         if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
             raise ValueError(f"not an expert buffer state of version {STATE_VERSION}: {state!r:.200}")
@@ -311,11 +394,16 @@ class ExpertBuffer:
             )
         if not 0 <= offset < self._order.window_rows(epoch, start):
             raise ValueError(f"expert buffer state has an invalid offset {offset} in its window")
+        self._discard_prefetched()
         self._epoch, self._start, self._offset = epoch, start, offset
         self.stats = {key: int(state.get("stats", {}).get(key, 0)) for key in _STAT_KEYS}
 
     def close(self) -> None:
-        """Release open files and the decoded window."""
+        """Stop prefetching; release open files and the decoded window."""
+        self._discard_prefetched()
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
         self._segments, self._window, self._window_key = [], None, None
         self._reader.close()
 

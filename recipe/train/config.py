@@ -90,6 +90,7 @@ class ExpertConfig:
     shuffle: bool = True
     seed: int = 0
     shuffle_window_row_groups: int = 8
+    prefetch: bool = True  # read and tokenise the next step's rows in the background
 
 
 @dataclass

@@ -19,6 +19,13 @@ What this class overrides, and nothing else:
 - `_save_checkpoint` / `_load_checkpoint`: the expert buffer's cursor rides along in verl's
   checkpoint folder (`chord_state.json`); mu is a pure function of the step (and reward), so
   restoring `global_steps` restores it.
+
+Timing (seconds per step, logged with the actor metrics, verl's `marked_timer`):
+`timing_s/chord_merge` (the whole driver-side merge) and its parts `timing_s/chord_merge/buffer`
+(waiting for the buffer's rows: read and tokenised in the background when
+`chord.expert.prefetch`), `.../pad`, `.../expert_rows` (tensors, reference log-probs),
+`.../concat` and `.../interleave`. `chord/update_tokens` and `chord/update_response_tokens` count
+the tokens (prompt + response, response only) the actor update runs on.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ import torch
 from omegaconf import OmegaConf
 from verl import DataProto
 from verl.trainer.ppo.ray_trainer import RayPPOTrainer
+from verl.utils.profiler import marked_timer
 
 from chord.advantages import broadcast_to_tokens, grpo_outcome_advantages
 from chord.data import ExpertBatch, ExpertBuffer
@@ -66,6 +74,7 @@ def build_expert_buffer(config: Any, chord: ChordConfig, tokenizer: Any) -> Expe
         schema=chord.expert.schema,
         shuffle_window_row_groups=chord.expert.shuffle_window_row_groups,
         chat_template_kwargs=kwargs,
+        prefetch=chord.expert.prefetch,
     )
 
 
@@ -77,8 +86,11 @@ class ChordRayTrainer(RayPPOTrainer):
         self.expert_rows = expert_rows_per_step(self.config, chord)
         check_batch_arithmetic(self.config, chord)  # also checked before Ray starts
         self.expert_buffer: ExpertBuffer | None = None
+        self._merge_timing: dict[str, float] = {}
         if self.expert_rows > 0 and chord.spec.uses_expert:
             self.expert_buffer = build_expert_buffer(self.config, chord, self.tokenizer)
+            if chord.expert.prefetch:  # step 1's rows, built while the workers start
+                self.expert_buffer.prefetch(self.expert_rows)
 
     # ------------------------------------------------------------------ the step
     def current_mu(self, batch: DataProto) -> float:
@@ -88,11 +100,18 @@ class ChordRayTrainer(RayPPOTrainer):
         return float(self.mu_schedule(self.global_steps, mean_reward))
 
     def _update_actor(self, batch: DataProto) -> DataProto:
-        mu = self.current_mu(batch)
-        merged, chord_metrics = self._merge_expert_rows(batch, mu)
+        self._merge_timing = {}
+        with marked_timer("chord_merge", self._merge_timing):
+            mu = self.current_mu(batch)
+            merged, chord_metrics = self._merge_expert_rows(batch, mu)
         output = super()._update_actor(merged)
         output.meta_info["metrics"].update(chord_metrics)
+        output.meta_info["metrics"].update({f"timing_s/{k}": v for k, v in self._merge_timing.items()})
         return output
+
+    def _timed(self, part: str):
+        """A timer adding to this step's `timing_s/chord_merge/<part>`."""
+        return marked_timer(f"chord_merge/{part}", self._merge_timing)
 
     def _merge_expert_rows(self, batch: DataProto, mu: float) -> tuple[DataProto, dict[str, float]]:
         n_on = len(batch)
@@ -116,21 +135,28 @@ class ChordRayTrainer(RayPPOTrainer):
             metrics.update(expert_metrics)
             if QUALITY in expert.batch.keys():
                 on_policy.batch[QUALITY] = torch.ones(n_on, dtype=torch.float32)
-            merged = DataProto.concat([on_policy, expert])
-        merged = merged.select_idxs(self._interleave_order(n_on, len(merged) - n_on, num_mini_batch))
+            with self._timed("concat"):
+                merged = DataProto.concat([on_policy, expert])
+        with self._timed("interleave"):
+            merged = merged.select_idxs(self._interleave_order(n_on, len(merged) - n_on, num_mini_batch))
         merged.meta_info.update(on_policy.meta_info)
         merged.meta_info[MU] = mu
         merged.meta_info[NUM_MINI_BATCH] = num_mini_batch
         merged.meta_info["global_token_num"] = merged.batch["attention_mask"].sum(-1).tolist()
+        metrics["chord/update_tokens"] = float(sum(merged.meta_info["global_token_num"]))
+        metrics["chord/update_response_tokens"] = float(merged.batch["response_mask"].sum().item())
         return merged, metrics
 
     def _expert_dataproto(self, like: DataProto) -> tuple[DataProto, dict[str, float]]:
         """`expert_rows` rows from the buffer, in the layout (and widths) of the rollout batch."""
-        expert = self.expert_buffer.next_batch(self.expert_rows)
-        padded = self._pad_like(expert, like)
+        with self._timed("buffer"):
+            expert = self.expert_buffer.next_batch(self.expert_rows)
+        with self._timed("pad"):
+            padded = self._pad_like(expert, like)
         ref_from_data = padded.get("ref_logp") if self.chord.spec.needs_ref_logp else None
         no_advantage = torch.zeros_like(padded["response_mask"], dtype=torch.float32)
-        out = self._as_expert_rows(padded, like, no_advantage, ref_from_data)
+        with self._timed("expert_rows"):
+            out = self._as_expert_rows(padded, like, no_advantage, ref_from_data)
         if self.chord.spec.needs_quality:
             if "quality" not in padded:
                 raise ValueError(

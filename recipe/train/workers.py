@@ -7,7 +7,11 @@
   and for `chord.iw.normalize` the iw weights' sum, from one no-grad forward of the mini-batch
   with the current parameters, which equal those of every micro-batch's forward before the
   optimizer step); it splits a merged batch into the number of mini-batches the driver asks for
-  (expert rows change the row count, not the number of optimizer steps).
+  (expert rows change the row count, not the number of optimizer steps);
+  it reports where the update's time goes, per step on its rank:
+  `timing_s/chord_normalizer` (the sums' all-reduce), `timing_s/chord_loss` (the loss
+  function's forward, all micro-batches) and `timing_s/train_mini_batch` (all mini-batches:
+  forward, loss, backward, optimizer steps, metric gathering).
 - `ChordActorRolloutRefWorker` (verl's `ActorRolloutRefWorker`): uses the worker above for actor
   and reference, and installs `chord_actor_loss` after `init_model` (which sets verl's loss).
 """
@@ -15,7 +19,9 @@
 from __future__ import annotations
 
 import os
+import time
 from functools import partial
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -24,6 +30,7 @@ from verl.single_controller.base.decorator import MAGIC_ATTR, Dispatch, register
 from verl.utils import tensordict_utils as tu
 from verl.utils.config import omega_conf_to_dataclass
 from verl.utils.device import get_device_name
+from verl.utils.profiler import simple_timer
 from verl.workers.engine_workers import ActorRolloutRefWorker, TrainingWorker
 from verl.workers.utils.padding import no_padding_2_padding
 
@@ -51,23 +58,47 @@ def init_cpu_process_group() -> None:
     )
 
 
+class TimedLoss:
+    """A loss function that adds up the wall-clock seconds spent in its calls (`seconds`)."""
+
+    def __init__(self, fn: Any) -> None:
+        self.fn = fn
+        self.seconds = 0.0
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return self.fn(*args, **kwargs)
+        finally:
+            self.seconds += time.perf_counter() - start
+
+
 class ChordTrainingWorker(TrainingWorker):
     def __init__(self, config, *args, **kwargs):
         init_cpu_process_group()
         super().__init__(config, *args, **kwargs)
         self.loss_agg_mode = "token-mean"  # the actor's `loss_agg_mode`, set in init_model
         self.chord: ChordConfig | None = None  # set in init_model (actor only)
+        self._timing: dict[str, float] = {}
 
     def train_mini_batch(self, data: TensorDict) -> TensorDict:
         num_mini_batch = tu.pop(data, key=NUM_MINI_BATCH, default=None)
         if num_mini_batch is not None:
             tu.pop(data, key="mini_batch_size", default=None)
             tu.assign_non_tensor(data, num_mini_batch=int(num_mini_batch))
-        return super().train_mini_batch(data)
+        self._timing = {"chord_normalizer": 0.0}
+        loss_s = getattr(self.loss_fn, "seconds", 0.0)
+        with simple_timer("train_mini_batch", self._timing):
+            output = super().train_mini_batch(data)
+        self._timing["chord_loss"] = getattr(self.loss_fn, "seconds", 0.0) - loss_s
+        if output is not None:  # the rank that returns the metrics
+            tu.get(output, "metrics").update({f"timing_s/{k}": v for k, v in self._timing.items()})
+        return output
 
     def train_batch(self, data: TensorDict) -> TensorDict:
         if IS_EXPERT in data:
-            self._assign_global_normalizers(data)
+            with simple_timer("chord_normalizer", self._timing):
+                self._assign_global_normalizers(data)
         return super().train_batch(data)
 
     def _assign_global_normalizers(self, data: TensorDict) -> None:
@@ -125,4 +156,5 @@ class ChordActorRolloutRefWorker(ActorRolloutRefWorker):
             actor_config = omega_conf_to_dataclass(self.config.actor)
             self.actor.loss_agg_mode = actor_config.loss_agg_mode
             self.actor.chord = self.chord
-            self.actor.set_loss_fn(partial(chord_actor_loss, config=actor_config, chord=self.chord))
+            loss_fn = partial(chord_actor_loss, config=actor_config, chord=self.chord)
+            self.actor.set_loss_fn(TimedLoss(loss_fn))

@@ -85,6 +85,13 @@ def test_chord_phi_logs_chord_metrics_every_step(phi_run):
         for key in ("actor/pg_loss", "actor/sft_loss", "actor/phi_mean", "actor/expert_p_mean"):
             assert key in data and data[key] == data[key], key  # present and not NaN
         assert 0.0 < data["actor/phi_mean"] <= 0.25
+        # where the update's time goes (recipe.train.trainer / recipe.train.workers)
+        merge_parts = [data[f"timing_s/chord_merge/{p}"] for p in ("buffer", "pad", "concat", "interleave")]
+        assert 0.0 <= sum(merge_parts) <= data["timing_s/chord_merge"] <= data["timing_s/update_actor"]
+        worker = [data[f"actor/timing_s/{p}"] for p in ("chord_normalizer", "chord_loss", "train_mini_batch")]
+        assert min(worker) > 0.0 and worker[1] < worker[2] < data["timing_s/update_actor"]
+        tokens = [data[f"chord/{k}"] for k in ("update_tokens", "update_response_tokens", "expert_tokens")]
+        assert tokens[0] > tokens[1] >= tokens[2] > 0
 
 
 def test_chord_phi_writes_checkpoints_with_buffer_state(phi_run):
@@ -104,7 +111,11 @@ def test_resume_from_step_2_continues_with_same_mu_and_expert_rows(phi_run, work
     (resumed_dir / "checkpoints").mkdir(parents=True)
     shutil.copytree(run_dir / "checkpoints" / "global_step_2", resumed_dir / "checkpoints" / "global_step_2")
     (resumed_dir / "checkpoints" / "latest_checkpointed_iteration.txt").write_text("2")
-    resumed = run_trainer(workdir, resumed_dir, "method=chord_phi", "trainer.save_freq=-1")
+    # The first run prefetched step 3's rows before saving step 2: the state must describe the rows
+    # consumed, so a run without prefetch resumes with exactly the rows the first run served.
+    resumed = run_trainer(
+        workdir, resumed_dir, "method=chord_phi", "trainer.save_freq=-1", "chord.expert.prefetch=false"
+    )
     assert [r["step"] for r in resumed] == [3]
     uninterrupted = rows[-1]["data"]
     assert resumed[0]["data"]["chord/mu"] == pytest.approx(uninterrupted["chord/mu"])

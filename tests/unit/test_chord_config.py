@@ -155,3 +155,9 @@ def test_fixed_micro_batches_must_divide_a_ranks_share():
 def test_luffy_adds_one_expert_row_per_prompt():
     chord = load_chord_config({"variant": "luffy"})
     assert expert_rows_per_step(_verl_config(prompts=16), chord) == 16
+
+
+def test_expert_prefetch_is_on_by_default_and_can_be_switched_off():
+    assert load_chord_config({"variant": "mix", "expert": EXPERT}).expert.prefetch is True
+    off = load_chord_config({"variant": "mix", "expert": {**EXPERT, "prefetch": False}})
+    assert off.expert.prefetch is False

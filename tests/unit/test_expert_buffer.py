@@ -10,6 +10,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
+import torch
 
 from chord.data import ExpertBuffer, ExpertDataError
 
@@ -326,3 +327,74 @@ def test_window_holds_at_most_the_configured_row_groups(data_dir, tiny_tokenizer
         buf.next_batch(5)
         assert len(buf._segments) <= 2
         assert sum(t.num_rows for _, _, t in buf._segments) <= 2 * 7
+
+
+# -- prefetch: the next batch is built in the background, consumed only when served -------------
+
+
+@pytest.mark.parametrize("overflow", ["truncate", "drop"])
+def test_prefetch_serves_the_same_rows_counters_and_states(data_dir, tiny_tokenizer, overflow):
+    kw = dict(seed=7, overflow=overflow, max_response_length=10)  # "answer a12" + EOS is over 10
+    sizes = [5, 5, 7, 7, 3, 20, 20, 9, 9, 9]  # 94 rows: crosses the epoch; n changes between calls
+    plain = _buffer(data_dir, tiny_tokenizer, **kw)
+    ahead = _buffer(data_dir, tiny_tokenizer, prefetch=True, **kw)
+    for n in sizes:
+        a, b = plain.next_batch(n), ahead.next_batch(n)
+        assert (a.row_ids, a.prompt_ids, a.response_ids, a.metrics) == (
+            b.row_ids,
+            b.prompt_ids,
+            b.response_ids,
+            b.metrics,
+        )
+        assert torch.equal(a.quality, b.quality)
+        assert ahead._pending is not None  # exactly one batch under way after every call
+        ahead._pending.result()  # let it finish: the state must still describe served rows only
+        assert ahead.state_dict() == plain.state_dict()
+    assert ahead.stats == plain.stats and ahead.stats["rows_served"] == sum(sizes)
+    ahead.close()
+    assert ahead._pending is None and ahead._executor is None
+
+
+@pytest.mark.parametrize("split", [1, 4, 9])
+def test_prefetch_resume_mid_run_is_exact(data_dir, tiny_tokenizer, split):
+    sizes = [5] * 16  # 80 rows > one epoch of 53
+    uninterrupted = _serve(_buffer(data_dir, tiny_tokenizer, seed=11), sizes)
+    first = _buffer(data_dir, tiny_tokenizer, seed=11, prefetch=True)
+    first.prefetch(5)  # as the trainer does before step 1
+    before = _serve(first, sizes[:split])
+    first._pending.result()  # the prefetched batch (rows split*5 .. split*5+4) is built, not consumed
+    state = json.loads(json.dumps(first.state_dict()))
+    assert state["stats"]["rows_served"] == 5 * split
+    resumed = _buffer(data_dir, tiny_tokenizer, seed=11, prefetch=True)
+    resumed.prefetch(5)  # built from the start of the data: must be discarded by load_state_dict
+    resumed.load_state_dict(state)
+    assert resumed._pending is None
+    after = _serve(resumed, sizes[split:])
+    assert before + after == uninterrupted
+    # the interrupted run, had it continued, serves the same rows too
+    assert _serve(first, sizes[split:]) == after
+
+
+def test_prefetch_bad_row_raises_at_the_call_that_serves_it(tmp_path, tiny_tokenizer):
+    rows = [{"prompt": f"q{i}", "response": "ab", "ref_logp": [-0.5, -0.5, -0.5]} for i in range(6)]
+    rows[4]["ref_logp"] = [-0.5]  # 1 value for 3 response tokens (2 + EOS)
+    path = _write(tmp_path / "bad.parquet", rows, 6)
+    buf = ExpertBuffer(
+        path, tiny_tokenizer, max_prompt_length=64, max_response_length=8, shuffle=False, prefetch=True
+    )
+    assert [r[1] for r in buf.next_batch(2).row_ids] == [0, 1]  # the prefetch of rows 2-3 is fine
+    assert [r[1] for r in buf.next_batch(2).row_ids] == [2, 3]  # the prefetch of rows 4-5 fails
+    state = buf.state_dict()
+    with pytest.raises(ExpertDataError, match=r"bad.parquet.*row 4.*ref_logp"):
+        buf.next_batch(2)
+    assert buf.state_dict() == state  # nothing consumed
+    with pytest.raises(ExpertDataError, match="row 4"):
+        buf.next_batch(2)  # the same rows again, built in the foreground this time
+
+
+def test_prefetch_tokenizes_with_its_own_tokenizer_copy(data_dir, tiny_tokenizer):
+    buf = _buffer(data_dir, tiny_tokenizer, prefetch=True)
+    assert buf._tokenize.tokenizer is not tiny_tokenizer
+    assert _buffer(data_dir, tiny_tokenizer)._tokenize.tokenizer is tiny_tokenizer
+    with pytest.raises(ValueError, match="positive int"):
+        buf.prefetch(0)
