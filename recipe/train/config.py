@@ -88,6 +88,9 @@ class ExpertConfig:
     shuffle: bool = True
     seed: int = 0
     shuffle_window_row_groups: int = 8
+    # At resume the files must be those the checkpoint recorded (path, size, rows, schema);
+    # true accepts changed files (the expert stream then restarts on the new data).
+    accept_changed_files: bool = False
 
 
 @dataclass
@@ -122,6 +125,9 @@ class ChordConfig:
     sft: SFTConfig = field(default_factory=SFTConfig)
     iw: IWConfig = field(default_factory=IWConfig)
     luffy: LuffyConfig = field(default_factory=LuffyConfig)
+    # A non-finite loss or gradient: "stop" the run naming term, step and rows (the last
+    # checkpoint stays the resume point), or "skip" that optimizer step (chord/nonfinite_skipped).
+    on_nonfinite: str = "stop"
 
     @property
     def spec(self) -> VariantSpec:
@@ -212,5 +218,7 @@ def _validate(chord: ChordConfig) -> None:
         raise ValueError(f"chord.sft.cutoff_prob: must be in (0, 1], got {chord.sft.cutoff_prob}")
     if chord.iw.temp <= 0 or chord.iw.w_max <= 0:
         raise ValueError("chord.iw.temp / chord.iw.w_max: must be > 0")
+    if chord.on_nonfinite not in ("stop", "skip"):
+        raise ValueError(f"chord.on_nonfinite: expected stop or skip, got {chord.on_nonfinite!r}")
     if chord.luffy.gamma <= 0:
         raise ValueError(f"chord.luffy.gamma: must be > 0, got {chord.luffy.gamma}")

@@ -8,6 +8,9 @@
   optimizer steps).
 - `ChordActorRolloutRefWorker` (verl's `ActorRolloutRefWorker`): uses the worker above for actor
   and reference, and installs `chord_actor_loss` after `init_model` (which sets verl's loss).
+- Non-finite updates (`recipe.train.nonfinite`): the loss is wrapped to note non-finite terms
+  and rows per micro-batch, and the engine's `optimizer_step` to decide, on every rank alike,
+  before the weights change: stop (raise `NonFiniteUpdate`) or skip (`chord.on_nonfinite`).
 """
 
 from __future__ import annotations
@@ -27,8 +30,16 @@ from verl.workers.engine_workers import ActorRolloutRefWorker, TrainingWorker
 from chord.losses import chord_normalizers
 from recipe.train.actor_loss import IS_EXPERT, PG_NORMALIZER, SFT_NORMALIZER, chord_actor_loss
 from recipe.train.config import ChordConfig, load_chord_config
+from recipe.train.nonfinite import (
+    GLOBAL_STEP,
+    check_before_step,
+    grads_are_finite,
+    inspect_micro_batch,
+    poison_first_row,
+)
 
 NUM_MINI_BATCH = "chord_num_mini_batch"
+NONFINITE_SKIPPED = "chord_nonfinite_skipped"  # per optimizer step: 1.0 if it was skipped
 
 
 def init_cpu_process_group() -> None:
@@ -48,6 +59,37 @@ class ChordTrainingWorker(TrainingWorker):
         init_cpu_process_group()
         super().__init__(config, *args, **kwargs)
         self.loss_agg_mode = "token-mean"  # the actor's `loss_agg_mode`, set in init_model
+        self.on_nonfinite = "stop"  # `chord.on_nonfinite`, set in init_model
+        self._findings: list = []
+        self._skipped = 0
+        self._step = 0
+        self._engine_optimizer_step = self.engine.optimizer_step
+        self.engine.optimizer_step = self._checked_optimizer_step
+
+    def checked_loss(self, loss_fn):
+        """`loss_fn` noting non-finite terms and rows of each micro-batch (`inspect_micro_batch`)."""
+
+        def loss_with_check(model_output, data, dp_group=None):
+            poison_first_row(model_output, data, self._step, self.rank)
+            loss, metrics = loss_fn(model_output=model_output, data=data, dp_group=dp_group)
+            finding = inspect_micro_batch(loss, metrics, model_output, data, self.rank)
+            if finding is not None:
+                self._findings.append(finding)
+            return loss, metrics
+
+        return loss_with_check
+
+    def _checked_optimizer_step(self):
+        """verl's optimizer step, after every rank agreed the update is finite."""
+        findings, self._findings = self._findings, []
+        error = check_before_step(findings, grads_are_finite(self.engine.module))
+        if error is None:
+            return self._engine_optimizer_step()
+        self.engine.optimizer_zero_grad()
+        if self.on_nonfinite == "stop":
+            raise error
+        self._skipped += 1
+        return float("nan")
 
     def train_mini_batch(self, data: TensorDict) -> TensorDict:
         num_mini_batch = tu.pop(data, key=NUM_MINI_BATCH, default=None)
@@ -57,9 +99,14 @@ class ChordTrainingWorker(TrainingWorker):
         return super().train_mini_batch(data)
 
     def train_batch(self, data: TensorDict) -> TensorDict:
+        self._step = int(tu.get_non_tensor_data(data, GLOBAL_STEP, default=0) or 0)
+        skipped = self._skipped
         if IS_EXPERT in data:
             self._assign_global_normalizers(data)
-        return super().train_batch(data)
+        output = super().train_batch(data)
+        if output is not None:
+            tu.get(output, "metrics")[NONFINITE_SKIPPED] = float(self._skipped - skipped)
+        return output
 
     def _assign_global_normalizers(self, data: TensorDict) -> None:
         """Sum this mini-batch's per-part counts over the data-parallel group."""
@@ -103,4 +150,6 @@ class ChordActorRolloutRefWorker(ActorRolloutRefWorker):
         if self.actor is not None:
             actor_config = omega_conf_to_dataclass(self.config.actor)
             self.actor.loss_agg_mode = actor_config.loss_agg_mode
-            self.actor.set_loss_fn(partial(chord_actor_loss, config=actor_config, chord=self.chord))
+            self.actor.on_nonfinite = self.chord.on_nonfinite
+            loss_fn = partial(chord_actor_loss, config=actor_config, chord=self.chord)
+            self.actor.set_loss_fn(self.actor.checked_loss(loss_fn))
