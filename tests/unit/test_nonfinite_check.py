@@ -128,3 +128,50 @@ def test_error_survives_pickling_and_is_found_through_wrappers():
     except RuntimeError as outer:
         assert find_cause(outer, NonFiniteUpdate) is again
         assert find_cause(outer, NonFiniteStop) is None
+
+
+class _Engine:
+    def __init__(self, grad: float):
+        self.module = torch.nn.Linear(1, 1)
+        self.module.weight.grad = torch.tensor([[grad]])
+        self.stepped = 0
+        self.zeroed = 0
+
+    def optimizer_step(self):
+        self.stepped += 1
+        return 0.5
+
+    def optimizer_zero_grad(self):
+        self.zeroed += 1
+
+
+def _worker(on_nonfinite: str, grad: float, findings=()):
+    """The state `ChordTrainingWorker._checked_optimizer_step` reads, without Ray or FSDP."""
+    from types import SimpleNamespace
+
+    engine = _Engine(grad)
+    return SimpleNamespace(
+        engine=engine,
+        _engine_optimizer_step=engine.optimizer_step,
+        _findings=list(findings),
+        _skipped=0,
+        on_nonfinite=on_nonfinite,
+    )
+
+
+def test_worker_steps_only_when_every_rank_is_finite():
+    import pytest
+
+    from recipe.train.workers import ChordTrainingWorker
+
+    step = ChordTrainingWorker._checked_optimizer_step
+    ok = _worker("stop", 1.0)
+    assert step(ok) == 0.5 and ok.engine.stepped == 1
+    bad = _worker("stop", math.nan)
+    with pytest.raises(NonFiniteUpdate, match="non-finite gradient"):
+        step(bad)
+    assert (bad.engine.stepped, bad.engine.zeroed) == (0, 1)  # the weights were not touched
+    skipped = _worker("skip", 1.0, findings=[Finding(0, False, ["sft"], [])])
+    assert math.isnan(step(skipped))
+    assert (skipped.engine.stepped, skipped.engine.zeroed, skipped._skipped) == (0, 1, 1)
+    assert skipped._findings == []  # consumed: the next optimizer step starts clean
