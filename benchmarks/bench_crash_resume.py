@@ -61,10 +61,10 @@ def start(cmd: list[str], env: dict, log: Path) -> subprocess.Popen:
 
 
 def rank_pids(job: subprocess.Popen) -> list[int]:
-    """The job's actor workers: `WorkerDict` children of the raylet in its process group."""
+    """The job's actor workers: `WorkerDict` children of the raylet the job started."""
     table = subprocess.run(["ps", "-eo", "pid=,ppid=,pgid=,args="], capture_output=True, text=True).stdout
     procs = [line.split(None, 3) for line in table.splitlines() if len(line.split(None, 3)) == 4]
-    raylets = {pid for pid, _, pgid, args in procs if int(pgid) == job.pid and "raylet" in args}
+    raylets = {pid for pid, ppid, _, args in procs if int(ppid) == job.pid and "raylet" in args}
     return sorted(int(pid) for pid, ppid, _, args in procs if ppid in raylets and "WorkerDict" in args)
 
 

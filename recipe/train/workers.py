@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from functools import partial
 
 import torch
@@ -42,8 +43,11 @@ NUM_MINI_BATCH = "chord_num_mini_batch"
 NONFINITE_SKIPPED = "chord_nonfinite_skipped"  # per optimizer step: 1.0 if it was skipped
 
 
-def init_cpu_process_group() -> None:
-    """On the CPU platform: one gloo process group from the env vars verl's Ray workers set."""
+def init_cpu_process_group(timeout_s: float | None = None) -> None:
+    """On the CPU platform: one gloo process group from the env vars verl's Ray workers set.
+
+    `timeout_s` (verl's `actor_rollout_ref.nccl_timeout`) bounds a collective whose peer died.
+    """
     if get_device_name() != "cpu" or dist.is_initialized():
         return
     dist.init_process_group(
@@ -51,6 +55,7 @@ def init_cpu_process_group() -> None:
         rank=int(os.environ.get("RANK", 0)),
         world_size=int(os.environ.get("WORLD_SIZE", 1)),
         init_method=os.environ.get("DIST_INIT_METHOD", None),
+        **({} if timeout_s is None else {"timeout": timedelta(seconds=float(timeout_s))}),
     )
 
 
@@ -135,7 +140,7 @@ class ChordActorRolloutRefWorker(ActorRolloutRefWorker):
     chord_config: dict | None = None
 
     def __init__(self, config, role: str, *args, **kwargs):
-        init_cpu_process_group()
+        init_cpu_process_group(config.get("nccl_timeout", None))
         super().__init__(config, role, *args, **kwargs)
         self.chord: ChordConfig = load_chord_config(self.chord_config)
 
