@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -60,12 +61,10 @@ def start(cmd: list[str], env: dict, log: Path) -> subprocess.Popen:
     )
 
 
-def rank_pids(job: subprocess.Popen) -> list[int]:
-    """The job's actor workers: `WorkerDict` children of the raylet the job started."""
-    table = subprocess.run(["ps", "-eo", "pid=,ppid=,pgid=,args="], capture_output=True, text=True).stdout
-    procs = [line.split(None, 3) for line in table.splitlines() if len(line.split(None, 3)) == 4]
-    raylets = {pid for pid, ppid, _, args in procs if int(ppid) == job.pid and "raylet" in args}
-    return sorted(int(pid) for pid, ppid, _, args in procs if ppid in raylets and "WorkerDict" in args)
+def rank_pids(log: Path) -> list[int]:
+    """The job's live actor workers (verl's `WorkerDict`s), from Ray's log prefixes."""
+    pids = {int(pid) for pid in re.findall(r"WorkerDict pid=(\d+)", log.read_text(errors="replace"))}
+    return sorted(pid for pid in pids if Path(f"/proc/{pid}").exists())
 
 
 def scenario(name: str, kill_rank: bool, args: argparse.Namespace, env: dict) -> dict:
@@ -82,7 +81,7 @@ def scenario(name: str, kill_rank: bool, args: argparse.Namespace, env: dict) ->
     before = logged_steps(run_dir)
     result = {"scenario": name, "killed_after_step": args.kill_after}
     if kill_rank:
-        victim = rank_pids(job)[-1]
+        victim = rank_pids(run_dir / "first.log")[-1]
         os.kill(victim, signal.SIGKILL)
         killed = time.monotonic()
         result["exit_status"] = job.wait(timeout=900)

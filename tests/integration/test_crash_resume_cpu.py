@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -109,11 +110,9 @@ class Job:
         return self.log_path.read_text(errors="replace")
 
     def fsdp_rank_pids(self) -> list[int]:
-        """The actor workers (verl's colocated `WorkerDict`s): children of the raylet this job started."""
-        table = subprocess.run(["ps", "-eo", "pid=,ppid=,pgid=,args="], capture_output=True, text=True).stdout
-        procs = [line.split(None, 3) for line in table.splitlines() if len(line.split(None, 3)) == 4]
-        raylets = {pid for pid, ppid, _, args in procs if int(ppid) == self.proc.pid and "raylet" in args}
-        return sorted(int(pid) for pid, ppid, _, args in procs if ppid in raylets and "WorkerDict" in args)
+        """The actor workers (verl's colocated `WorkerDict`s) that are alive, from Ray's log prefixes."""
+        pids = {int(pid) for pid in re.findall(r"WorkerDict pid=(\d+)", self.output())}
+        return sorted(pid for pid in pids if Path(f"/proc/{pid}").exists())
 
 
 @pytest.fixture(scope="module")
