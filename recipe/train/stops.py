@@ -52,6 +52,7 @@ def dead_worker_message(error: BaseException, labels: dict[str, str], step: int,
     pid = f", pid {facts['pid']}" if "pid" in facts else ""
     ip = f" on {facts['ip']}" if "ip" in facts else ""
     reason = next((line.strip() for line in lines[1:] if line.strip() and not line.startswith("\t")), "")
+    reason = reason.split(". ")[0]  # Ray's first sentence; the rest is generic advice
     return (
         f"a worker of the job died at step {step}: {who}{pid}{ip}"
         + (f" ({reason})" if reason else "")

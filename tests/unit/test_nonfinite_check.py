@@ -175,3 +175,22 @@ def test_worker_steps_only_when_every_rank_is_finite():
     assert math.isnan(step(skipped))
     assert (skipped.engine.stepped, skipped.engine.zeroed, skipped._skipped) == (0, 1, 1)
     assert skipped._findings == []  # consumed: the next optimizer step starts clean
+
+
+def test_dead_worker_message_names_the_rank_pid_and_where_to_resume():
+    from recipe.train.stops import dead_worker_message
+
+    class Died(Exception):
+        actor_id = "abc123"
+
+    text = (
+        "The actor died unexpectedly before finishing this task.\n"
+        "\tclass_name: WorkerDict\n\tactor_id: abc123\n\tpid: 4242\n\tip: 10.0.0.2\n"
+        "The actor is dead because its worker process has died. Worker exit type: X"
+    )
+    message = dead_worker_message(Died(text), {"abc123": "actor_rollout worker rank 1"}, 7, "Resume hint.")
+    assert message == (
+        "a worker of the job died at step 7: actor_rollout worker rank 1, pid 4242 on 10.0.0.2 "
+        "(The actor is dead because its worker process has died). Resume hint."
+    )
+    assert "WorkerDict, pid 4242" in dead_worker_message(Died(text), {}, 7, "")
