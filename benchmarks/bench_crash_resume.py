@@ -98,7 +98,11 @@ def scenario(name: str, kill_rank: bool, args: argparse.Namespace, env: dict) ->
     resumed_from = int(tracker)
     restart = time.monotonic()
     job = start(cmd, env, run_dir / "restart.log")
-    while not any(s > resumed_from for s in logged_steps(run_dir)[resumed_from:]):
+    # the first re-run step: logged after the restarted job trimmed the record to `resumed_from`
+    restart_log = run_dir / "restart.log"
+    while "resuming after step" not in restart_log.read_text(errors="replace") or not any(
+        s > resumed_from for s in logged_steps(run_dir)
+    ):
         if job.poll() is not None:
             break
         time.sleep(0.2)
