@@ -53,8 +53,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--resume",
         action="store_true",
-        help="continue from the last checkpoint instead of starting over (verl's file logger then "
-        "rewrites metrics.jsonl with the resumed steps only)",
+        help="continue from the last checkpoint instead of starting over (metrics.jsonl keeps the "
+        "steps up to that checkpoint and appends the rest)",
     )
     args, overrides = parser.parse_known_args(argv)
     workdir = Path(args.workdir).resolve()

@@ -143,7 +143,11 @@ class Progress:
 
 
 class MetricsFollower:
-    """New records of a JSONL file that another process is still writing (complete lines only)."""
+    """New records of a JSONL file that another process is still writing (complete lines only).
+
+    A file that got shorter was rewritten (a resumed trainer keeps the steps up to its
+    checkpoint, `recipe.train.record`): it is read again from the start.
+    """
 
     def __init__(self, path: Path):
         self.path = path
@@ -153,6 +157,8 @@ class MetricsFollower:
     def poll(self) -> list[dict]:
         if not self.path.exists():
             return []
+        if self.path.stat().st_size < self.offset:
+            self.offset, self.partial = 0, b""
         with open(self.path, "rb") as f:
             f.seek(self.offset)
             chunk = f.read()

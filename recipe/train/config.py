@@ -91,6 +91,9 @@ class ExpertConfig:
     seed: int = 0
     shuffle_window_row_groups: int = 8
     prefetch: bool = True  # read and tokenise the next step's rows in the background
+    # At resume the files must be those the checkpoint recorded (path, size, rows, schema);
+    # true accepts changed files (the expert stream then restarts on the new data).
+    accept_changed_files: bool = False
 
 
 @dataclass
@@ -130,6 +133,9 @@ class ChordConfig:
     sft: SFTConfig = field(default_factory=SFTConfig)
     iw: IWConfig = field(default_factory=IWConfig)
     luffy: LuffyConfig = field(default_factory=LuffyConfig)
+    # A non-finite loss or gradient: "stop" the run naming term, step and rows (the last
+    # checkpoint stays the resume point), or "skip" that optimizer step (chord/nonfinite_skipped).
+    on_nonfinite: str = "stop"
 
     @property
     def spec(self) -> VariantSpec:
@@ -291,5 +297,7 @@ def _validate(chord: ChordConfig) -> None:
         raise ValueError(f"chord.sft.cutoff_prob: must be in (0, 1], got {chord.sft.cutoff_prob}")
     if chord.iw.temp <= 0 or chord.iw.w_max <= 0:
         raise ValueError("chord.iw.temp / chord.iw.w_max: must be > 0")
+    if chord.on_nonfinite not in ("stop", "skip"):
+        raise ValueError(f"chord.on_nonfinite: expected stop or skip, got {chord.on_nonfinite!r}")
     if chord.luffy.gamma <= 0:
         raise ValueError(f"chord.luffy.gamma: must be > 0, got {chord.luffy.gamma}")

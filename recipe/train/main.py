@@ -18,7 +18,15 @@ import hydra
 import ray
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from recipe.train.config import ChordConfig, check_batch_arithmetic, check_verl_settings, load_chord_config
+from recipe.train.checkpoints import check_expert_files, choose_resume_point, read_state
+from recipe.train.config import (
+    ChordConfig,
+    check_batch_arithmetic,
+    check_verl_settings,
+    expert_rows_per_step,
+    load_chord_config,
+)
+from recipe.train.stops import EXIT_CODE, ChordStop, find_cause
 
 CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 # Config errors (messages start with the key) are printed in one line, not as a traceback.
@@ -45,8 +53,26 @@ def prepare_config(config: DictConfig) -> ChordConfig:
             actor.use_kl_loss = True
             actor.kl_loss_coef = 0.0
     check_verl_settings(config, chord)
+    checkpoint = actor.get("checkpoint") or {}
+    if checkpoint.get("async_save", False):
+        raise ValueError(
+            "actor_rollout_ref.actor.checkpoint.async_save: true is not supported: chord-train "
+            "writes chord_state.json, the checkpoint's commit marker, after verl's files are on disk"
+        )
     check_batch_arithmetic(config, chord)
     return chord
+
+
+def check_resume(config: DictConfig, chord: ChordConfig) -> None:
+    """Before Ray starts: the checkpoint to resume from is complete and its expert files unchanged
+    (`recipe.train.checkpoints`); the trainer checks again when it loads it."""
+    point = choose_resume_point(config)
+    if point.folder is not None and chord.spec.uses_expert and expert_rows_per_step(config, chord) > 0:
+        expert = chord.expert
+        state = read_state(point.folder)
+        check_expert_files(
+            point.folder, state, list(expert.files), expert.schema, expert.accept_changed_files
+        )
 
 
 def build_task_runner():
@@ -129,7 +155,8 @@ def run(config: DictConfig) -> None:
 
     auto_set_device(config)
     OmegaConf.resolve(config)  # once, on the driver: `chord:` may interpolate other sections
-    prepare_config(config)
+    chord = prepare_config(config)
+    check_resume(config, chord)
     run_ppo(config, task_runner_class=build_task_runner())
 
 
@@ -142,6 +169,12 @@ def _hydra_main(config: DictConfig) -> None:
             raise
         print(f"chord-train: config error: {exc}", file=sys.stderr)
         sys.exit(2)
+    except Exception as exc:
+        stop = find_cause(exc, ChordStop)
+        if stop is None:
+            raise
+        print(f"chord-train: stopped: {stop}", file=sys.stderr, flush=True)
+        sys.exit(EXIT_CODE)
 
 
 def main() -> None:

@@ -16,9 +16,14 @@ What this class overrides, and nothing else:
   `is_expert` with advantage 0 (they never entered GRPO group statistics: verl computed the
   advantages before they joined), adds reference log-probs for iw-SFT, interleaves them evenly
   over data-parallel ranks and mini-batches, and calls verl's own `_update_actor`;
-- `_save_checkpoint` / `_load_checkpoint`: the expert buffer's cursor rides along in verl's
-  checkpoint folder (`chord_state.json`); mu is a pure function of the step (and reward), so
-  restoring `global_steps` restores it.
+- `_save_checkpoint` / `_load_checkpoint`: the expert buffer's cursor and the expert files'
+  fingerprints ride along in verl's checkpoint folder (`chord_state.json`, written last: the
+  folder's commit marker, `recipe.train.checkpoints`); mu is a pure function of the step (and
+  reward), so restoring `global_steps` restores it. Only a complete folder is resumed from;
+  changed expert files stop the resume unless accepted;
+- `fit`: verl's loop with the resumable metrics record (`recipe.train.record`) and named stops
+  (`recipe.train.stops`): a non-finite update (`recipe.train.nonfinite`) or a dead worker ends
+  the run with one message.
 
 Timing (seconds per step, logged with the actor metrics, verl's `marked_timer`):
 `timing_s/chord_merge` (the whole driver-side merge) and its parts `timing_s/chord_merge/buffer`
@@ -30,7 +35,6 @@ the tokens (prompt + response, response only) the actor update runs on.
 
 from __future__ import annotations
 
-import json
 import os
 import zlib
 from typing import Any
@@ -45,11 +49,22 @@ from verl.utils.profiler import marked_timer
 from chord.advantages import broadcast_to_tokens, grpo_outcome_advantages
 from chord.data import ExpertBatch, ExpertBuffer
 from chord.schedules import build_mu_schedule
+from recipe.train import record
 from recipe.train.actor_loss import IS_EXPERT, MU, QUALITY, ROLLOUT_IS_WEIGHTS
+from recipe.train.checkpoints import (
+    STATE_FILE,
+    check_expert_files,
+    choose_resume_point,
+    read_state,
+    read_tracker,
+    write_state,
+)
 from recipe.train.config import ChordConfig, check_batch_arithmetic, expert_rows_per_step
-from recipe.train.workers import NUM_MINI_BATCH
+from recipe.train.nonfinite import GLOBAL_STEP, ROW_ID, NonFiniteUpdate, describe
+from recipe.train.stops import ChordStop, NonFiniteStop, WorkerDiedStop, dead_worker_message, find_cause
+from recipe.train.workers import NONFINITE_SKIPPED, NUM_MINI_BATCH
 
-STATE_FILE = "chord_state.json"
+__all__ = ["STATE_FILE", "ChordRayTrainer"]
 
 # Tensors the actor update reads; everything else in the rollout batch stays on the driver.
 _ACTOR_KEYS = ("prompts", "responses", "input_ids", "attention_mask", "position_ids", "response_mask")
@@ -87,6 +102,11 @@ class ChordRayTrainer(RayPPOTrainer):
         check_batch_arithmetic(self.config, chord)  # also checked before Ray starts
         self.expert_buffer: ExpertBuffer | None = None
         self._merge_timing: dict[str, float] = {}
+        self._record_loggers: list[record.ResumableFileLogger] = []
+        self._row_names: list[str] = []  # what each row of the last merged batch is, for messages
+        self._expert_row_names: list[str] = []
+        self.nonfinite_skipped_total = 0
+        self._uncommitted: tuple[int, str, dict] | None = None  # (step, folder, chord state)
         if self.expert_rows > 0 and chord.spec.uses_expert:
             self.expert_buffer = build_expert_buffer(self.config, chord, self.tokenizer)
             if chord.expert.prefetch:  # step 1's rows, built while the workers start
@@ -99,14 +119,69 @@ class ChordRayTrainer(RayPPOTrainer):
         mean_reward = float(batch.batch["token_level_scores"].sum(-1).mean().item())
         return float(self.mu_schedule(self.global_steps, mean_reward))
 
+    def fit(self):
+        """verl's loop, with the resumable metrics record and named stops."""
+        record.set_wandb_resume_env(self.config)
+        with record.install(self._record_loggers, after_log=self._commit_checkpoint):
+            try:
+                return super().fit()
+            except ChordStop:
+                raise
+            except Exception as exc:
+                from ray.exceptions import RayActorError
+
+                died = find_cause(exc, RayActorError)
+                if died is None:
+                    raise
+                message = dead_worker_message(
+                    died, self._actor_labels(), self.global_steps, self._resume_hint()
+                )
+                raise WorkerDiedStop(message) from exc
+
+    def _actor_labels(self) -> dict[str, str]:
+        """Ray actor id -> "actor_rollout rank 1" for the worker groups of this trainer."""
+        labels = {}
+        for name in ("actor_rollout_wg", "ref_policy_wg", "critic_wg"):
+            group = getattr(self, name, None)
+            for rank, handle in enumerate(getattr(group, "workers", None) or []):
+                labels[handle._actor_id.hex()] = f"{name.removesuffix('_wg')} worker rank {rank}"
+        return labels
+
+    def _resume_hint(self) -> str:
+        root = os.path.abspath(self.config.trainer.default_local_dir)
+        step = read_tracker(root)
+        if self.config.trainer.save_freq <= 0 or step is None:
+            return "No checkpoint was written (trainer.save_freq); a rerun starts over"
+        return f"The same command resumes from {os.path.join(root, f'global_step_{step}')}"
+
     def _update_actor(self, batch: DataProto) -> DataProto:
         self._merge_timing = {}
         with marked_timer("chord_merge", self._merge_timing):
             mu = self.current_mu(batch)
             merged, chord_metrics = self._merge_expert_rows(batch, mu)
-        output = super()._update_actor(merged)
-        output.meta_info["metrics"].update(chord_metrics)
-        output.meta_info["metrics"].update({f"timing_s/{k}": v for k, v in self._merge_timing.items()})
+        try:
+            output = super()._update_actor(merged)
+        except Exception as exc:
+            update = find_cause(exc, NonFiniteUpdate)
+            if update is None:
+                raise
+            raise NonFiniteStop(
+                describe(update, self.global_steps, self._row_names)
+                + ". The update was stopped before the optimizer step; no checkpoint was written after it. "
+                + self._resume_hint()
+                + " (chord.on_nonfinite=skip skips such updates instead)"
+            ) from exc
+        metrics = output.meta_info["metrics"]
+        skipped = metrics.pop(f"actor/{NONFINITE_SKIPPED}", None)
+        if skipped is not None:
+            actor = self.config.actor_rollout_ref.actor
+            optimizer_steps = merged.meta_info[NUM_MINI_BATCH] * int(actor.get("ppo_epochs", 1))
+            count = int(round(float(np.mean(skipped)) * optimizer_steps))
+            self.nonfinite_skipped_total += count
+            chord_metrics["chord/nonfinite_skipped"] = float(count)
+            chord_metrics["chord/nonfinite_skipped_total"] = float(self.nonfinite_skipped_total)
+        metrics.update(chord_metrics)
+        metrics.update({f"timing_s/{k}": v for k, v in self._merge_timing.items()})
         return output
 
     def _timed(self, part: str):
@@ -137,8 +212,13 @@ class ChordRayTrainer(RayPPOTrainer):
                 on_policy.batch[QUALITY] = torch.ones(n_on, dtype=torch.float32)
             with self._timed("concat"):
                 merged = DataProto.concat([on_policy, expert])
+        order = self._interleave_order(n_on, len(merged) - n_on, num_mini_batch)
         with self._timed("interleave"):
-            merged = merged.select_idxs(self._interleave_order(n_on, len(merged) - n_on, num_mini_batch))
+            merged = merged.select_idxs(order)
+        names = [f"rollout row {i}" for i in range(n_on)] + self._expert_row_names
+        self._row_names = [names[k] if k < len(names) else f"row {k}" for k in order]
+        merged.batch[ROW_ID] = torch.arange(len(merged), dtype=torch.int64)
+        merged.meta_info[GLOBAL_STEP] = self.global_steps
         merged.meta_info.update(on_policy.meta_info)
         merged.meta_info[MU] = mu
         merged.meta_info[NUM_MINI_BATCH] = num_mini_batch
@@ -151,6 +231,7 @@ class ChordRayTrainer(RayPPOTrainer):
         """`expert_rows` rows from the buffer, in the layout (and widths) of the rollout batch."""
         with self._timed("buffer"):
             expert = self.expert_buffer.next_batch(self.expert_rows)
+        self._expert_row_names = [f"expert row {row} of {file}" for file, row in expert.row_ids]
         with self._timed("pad"):
             padded = self._pad_like(expert, like)
         ref_from_data = padded.get("ref_logp") if self.chord.spec.needs_ref_logp else None
@@ -240,6 +321,9 @@ class ChordRayTrainer(RayPPOTrainer):
             truncated += len(ids) > width
             response_ids.append(ids[:width])
         n_on, n_ex = len(on_policy), len(rows)
+        self._expert_row_names = [
+            f"expert trace of RL row {i} (extra_info[{cfg.response_key!r}])" for i in rows
+        ]
         expert = ExpertBatch(
             prompt_ids, response_ids, None, None, ["luffy"] * n_ex, [("rl", i) for i in rows]
         )
@@ -293,37 +377,58 @@ class ChordRayTrainer(RayPPOTrainer):
         return np.concatenate([on_idx, ex_idx], axis=1).reshape(-1).tolist()
 
     # ------------------------------------------------------------------ checkpoints
-    def _step_folder(self) -> str:
-        trainer = self.config.trainer
-        if trainer.resume_mode == "resume_path" and trainer.resume_from_path:
-            return trainer.resume_from_path
-        return os.path.join(trainer.default_local_dir, f"global_step_{self.global_steps}")
-
     def _save_checkpoint(self):
         result = super()._save_checkpoint()
-        state = {"global_steps": self.global_steps, "expert_buffer": None}
+        state = {
+            "global_steps": self.global_steps,
+            "expert_buffer": None,
+            "expert_files": None,
+            "nonfinite_skipped_total": self.nonfinite_skipped_total,
+        }
         if self.expert_buffer is not None:
+            from chord.data.fingerprint import file_fingerprints
+
             state["expert_buffer"] = self.expert_buffer.state_dict()
+            state["expert_files"] = file_fingerprints(list(self.chord.expert.files), self.chord.expert.schema)
         folder = os.path.join(self.config.trainer.default_local_dir, f"global_step_{self.global_steps}")
         os.makedirs(folder, exist_ok=True)
-        with open(os.path.join(folder, STATE_FILE), "w") as f:
-            json.dump(state, f)
+        self._uncommitted = (self.global_steps, folder, state)
+        if not self._record_loggers:  # no metrics record to wait for
+            self._commit_checkpoint(self.global_steps)
         return result
 
+    def _commit_checkpoint(self, step: int) -> None:
+        """Write `chord_state.json`, the folder's commit marker, once the step's record is on disk
+        (a crash in between resumes from the previous checkpoint: no step of the record is lost)."""
+        if self._uncommitted is not None and self._uncommitted[0] == step:
+            _, folder, state = self._uncommitted
+            write_state(folder, state)
+            self._uncommitted = None
+
     def _load_checkpoint(self):
+        point = choose_resume_point(self.config)
         result = super()._load_checkpoint()
         if self.global_steps > 0:
-            path = os.path.join(self._step_folder(), STATE_FILE)
-            if not os.path.exists(path):
-                raise FileNotFoundError(
-                    f"{path}: resuming a chord run needs the expert-buffer state saved here"
-                )
-            with open(path) as f:
-                state = json.load(f)
-            if self.expert_buffer is not None:
-                if state.get("expert_buffer") is None:
-                    raise ValueError(
-                        f"{path}: the checkpoint has no expert-buffer state (run had no expert data)"
-                    )
-                self.expert_buffer.load_state_dict(state["expert_buffer"])
+            self._restore_chord_state(point.folder or self.config.trainer.resume_from_path)
+        for logger in self._record_loggers:
+            logger.begin(self.global_steps)
         return result
+
+    def _restore_chord_state(self, folder: str) -> None:
+        path = os.path.join(folder, STATE_FILE)
+        state = read_state(folder)
+        self.nonfinite_skipped_total = int(state.get("nonfinite_skipped_total", 0))
+        if self.expert_buffer is None:
+            return
+        if state.get("expert_buffer") is None:
+            raise ValueError(f"{path}: the checkpoint has no expert-buffer state (run had no expert data)")
+        expert = self.chord.expert
+        changes = check_expert_files(
+            folder, state, list(expert.files), expert.schema, expert.accept_changed_files
+        )
+        try:
+            self.expert_buffer.load_state_dict(state["expert_buffer"])
+        except ValueError as exc:
+            if not changes:
+                raise ValueError(f"{path}: {exc}") from None
+            print(f"chord: the expert stream restarts on the new data ({exc})", flush=True)

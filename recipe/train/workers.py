@@ -14,12 +14,16 @@
   forward, loss, backward, optimizer steps, metric gathering).
 - `ChordActorRolloutRefWorker` (verl's `ActorRolloutRefWorker`): uses the worker above for actor
   and reference, and installs `chord_actor_loss` after `init_model` (which sets verl's loss).
+- Non-finite updates (`recipe.train.nonfinite`): the loss is wrapped to note non-finite terms
+  and rows per micro-batch, and the engine's `optimizer_step` to decide, on every rank alike,
+  before the weights change: stop (raise `NonFiniteUpdate`) or skip (`chord.on_nonfinite`).
 """
 
 from __future__ import annotations
 
 import os
 import time
+from datetime import timedelta
 from functools import partial
 from typing import Any
 
@@ -42,12 +46,23 @@ from recipe.train.actor_loss import (
     needs_iw_sums,
 )
 from recipe.train.config import ChordConfig, load_chord_config
+from recipe.train.nonfinite import (
+    GLOBAL_STEP,
+    check_before_step,
+    grads_are_finite,
+    inspect_micro_batch,
+    poison_first_row,
+)
 
 NUM_MINI_BATCH = "chord_num_mini_batch"
+NONFINITE_SKIPPED = "chord_nonfinite_skipped"  # per optimizer step: 1.0 if it was skipped
 
 
-def init_cpu_process_group() -> None:
-    """On the CPU platform: one gloo process group from the env vars verl's Ray workers set."""
+def init_cpu_process_group(timeout_s: float | None = None) -> None:
+    """On the CPU platform: one gloo process group from the env vars verl's Ray workers set.
+
+    `timeout_s` (verl's `actor_rollout_ref.nccl_timeout`) bounds a collective whose peer died.
+    """
     if get_device_name() != "cpu" or dist.is_initialized():
         return
     dist.init_process_group(
@@ -55,6 +70,7 @@ def init_cpu_process_group() -> None:
         rank=int(os.environ.get("RANK", 0)),
         world_size=int(os.environ.get("WORLD_SIZE", 1)),
         init_method=os.environ.get("DIST_INIT_METHOD", None),
+        **({} if timeout_s is None else {"timeout": timedelta(seconds=float(timeout_s))}),
     )
 
 
@@ -80,6 +96,37 @@ class ChordTrainingWorker(TrainingWorker):
         self.loss_agg_mode = "token-mean"  # the actor's `loss_agg_mode`, set in init_model
         self.chord: ChordConfig | None = None  # set in init_model (actor only)
         self._timing: dict[str, float] = {}
+        self.on_nonfinite = "stop"  # `chord.on_nonfinite`, set in init_model
+        self._findings: list = []
+        self._skipped = 0
+        self._step = 0
+        self._engine_optimizer_step = self.engine.optimizer_step
+        self.engine.optimizer_step = self._checked_optimizer_step
+
+    def checked_loss(self, loss_fn):
+        """`loss_fn` noting non-finite terms and rows of each micro-batch (`inspect_micro_batch`)."""
+
+        def loss_with_check(model_output, data, dp_group=None):
+            poison_first_row(model_output, data, self._step, self.rank)
+            loss, metrics = loss_fn(model_output=model_output, data=data, dp_group=dp_group)
+            finding = inspect_micro_batch(loss, metrics, model_output, data, self.rank)
+            if finding is not None:
+                self._findings.append(finding)
+            return loss, metrics
+
+        return loss_with_check
+
+    def _checked_optimizer_step(self):
+        """verl's optimizer step, after every rank agreed the update is finite."""
+        findings, self._findings = self._findings, []
+        error = check_before_step(findings, grads_are_finite(self.engine.module))
+        if error is None:
+            return self._engine_optimizer_step()
+        self.engine.optimizer_zero_grad()
+        if self.on_nonfinite == "stop":
+            raise error
+        self._skipped += 1
+        return float("nan")
 
     def train_mini_batch(self, data: TensorDict) -> TensorDict:
         num_mini_batch = tu.pop(data, key=NUM_MINI_BATCH, default=None)
@@ -96,10 +143,15 @@ class ChordTrainingWorker(TrainingWorker):
         return output
 
     def train_batch(self, data: TensorDict) -> TensorDict:
+        self._step = int(tu.get_non_tensor_data(data, GLOBAL_STEP, default=0) or 0)
+        skipped = self._skipped
         if IS_EXPERT in data:
             with simple_timer("chord_normalizer", self._timing):
                 self._assign_global_normalizers(data)
-        return super().train_batch(data)
+        output = super().train_batch(data)
+        if output is not None:
+            tu.get(output, "metrics")[NONFINITE_SKIPPED] = float(self._skipped - skipped)
+        return output
 
     def _assign_global_normalizers(self, data: TensorDict) -> None:
         """Sum this mini-batch's `mini_batch_sums` over the data-parallel group, into `data`'s meta."""
@@ -140,7 +192,7 @@ class ChordActorRolloutRefWorker(ActorRolloutRefWorker):
     chord_config: dict | None = None
 
     def __init__(self, config, role: str, *args, **kwargs):
-        init_cpu_process_group()
+        init_cpu_process_group(config.get("nccl_timeout", None))
         super().__init__(config, role, *args, **kwargs)
         self.chord: ChordConfig = load_chord_config(self.chord_config)
 
@@ -156,5 +208,6 @@ class ChordActorRolloutRefWorker(ActorRolloutRefWorker):
             actor_config = omega_conf_to_dataclass(self.config.actor)
             self.actor.loss_agg_mode = actor_config.loss_agg_mode
             self.actor.chord = self.chord
+            self.actor.on_nonfinite = self.chord.on_nonfinite
             loss_fn = partial(chord_actor_loss, config=actor_config, chord=self.chord)
-            self.actor.set_loss_fn(TimedLoss(loss_fn))
+            self.actor.set_loss_fn(TimedLoss(self.actor.checked_loss(loss_fn)))

@@ -157,6 +157,18 @@ def test_metrics_follower_returns_only_complete_new_lines(tmp_path):
     assert follower.poll() == []
 
 
+def test_metrics_follower_rereads_a_record_trimmed_by_a_resume(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_bytes(b'{"step": 1, "data": {}}\n{"step": 2, "data": {}}\n{"step": 3, "data": {}}\n')
+    follower = MetricsFollower(path)
+    assert [r["step"] for r in follower.poll()] == [1, 2, 3]
+    path.write_bytes(b'{"step": 1, "data": {}}\n')  # resumed from the step-1 checkpoint
+    assert [r["step"] for r in follower.poll()] == [1]
+    with open(path, "ab") as f:
+        f.write(b'{"step": 2, "data": {"again": 1}}\n')
+    assert follower.poll() == [{"step": 2, "data": {"again": 1}}]
+
+
 def test_progress_line_counts_steps_over_all_methods():
     progress = Progress(total_steps=4, num_methods=2)
     line = progress.step_line("[1/2 grpo]", 1, 2, {"critic/score/mean": 0.25, "chord/mu": 0.0})
