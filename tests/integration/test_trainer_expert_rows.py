@@ -141,7 +141,9 @@ def test_rollout_is_weights_reach_the_actor_batch_with_weight_one_on_expert_rows
     trainer.tokenizer = tiny_tokenizer
     trainer.chord = load_chord_config({"variant": "luffy"})
     trainer.expert_rows = 2
-    trainer._merge_timing = {}  # set by __init__, which this driver-side test skips
+    trainer._merge_timing = {}  # set by __init__ (and verl), which this driver-side test skips
+    trainer._expert_row_names = []
+    trainer.global_steps = 1
     trainer.config = OmegaConf.create(
         {
             "algorithm": {"norm_adv_by_std_in_grpo": True},
