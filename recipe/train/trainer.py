@@ -139,12 +139,25 @@ class ChordRayTrainer(RayPPOTrainer):
                 raise WorkerDiedStop(message) from exc
 
     def _actor_labels(self) -> dict[str, str]:
-        """Ray actor id -> "actor_rollout rank 1" for the worker groups of this trainer."""
+        """Ray actor id -> a worker's name ("actor_rollout worker rank 1", "the hf rollout server ...")."""
         labels = {}
         for name in ("actor_rollout_wg", "ref_policy_wg", "critic_wg"):
             group = getattr(self, name, None)
             for rank, handle in enumerate(getattr(group, "workers", None) or []):
                 labels[handle._actor_id.hex()] = f"{name.removesuffix('_wg')} worker rank {rank}"
+        server_manager = getattr(self, "llm_server_manager", None)
+        replicas = server_manager.get_replicas() if server_manager is not None else []
+        rollout_name = self.config.actor_rollout_ref.rollout.name
+        for replica_rank, replica in enumerate(replicas):
+            for index, handle in enumerate(getattr(replica, "servers", None) or []):
+                labels[handle._actor_id.hex()] = (
+                    f"the {rollout_name} rollout server (replica {replica_rank}, server {index})"
+                )
+        manager = getattr(self, "async_rollout_manager", None)
+        for index, handle in enumerate(getattr(manager, "agent_loop_workers", None) or []):
+            labels[handle._actor_id.hex()] = f"agent loop worker {index}"
+        for index, handle in enumerate(getattr(manager, "reward_loop_worker_handles", None) or []):
+            labels[handle._actor_id.hex()] = f"reward worker {index}"
         return labels
 
     def _resume_hint(self) -> str:

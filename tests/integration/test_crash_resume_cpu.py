@@ -5,10 +5,13 @@ the job in its own process group:
 
 1. `kill -9` of the whole job after step 3 is logged (last checkpoint: step 2);
 2. rerun with a NaN log-prob injected into an expert row at step 3 (test hook): a named stop;
-3. rerun, and kill one FSDP rank's process once step 3 is logged again: a named stop, in bounded
+3. rerun, and kill one FSDP rank's process while step 3 runs again: a named stop, in bounded
    time;
-4. a half-written checkpoint of step 4 appears (actor files and tracker, no `chord_state.json`:
-   the crash came between them); rerun: it resumes from step 2 and finishes.
+4. rerun, and kill a rollout server (the `hf` replica's Ray actor) before step 3 generates: a
+   named stop, in bounded time;
+5. a half-written checkpoint of step 4 appears (actor files and tracker, no `chord_state.json`:
+   the crash came between them); rerun with `chord.on_nonfinite=skip` and a NaN injected at
+   step 4: it resumes from step 2, skips step 4's poisoned update (counted) and finishes.
 
 After each phase the record holds every step once, in order; the final record's step 3 equals
 the one of the uninterrupted first run (mu, expert rows served, losses). Two quick checks run
@@ -79,6 +82,7 @@ class Job:
 
     def __init__(self, workdir: Path, run_dir: Path, phase: int, *extra: str, env: dict | None = None):
         self.log_path = run_dir / f"phase{phase}.log"
+        self.workdir_marker = f"CHORD_WORKDIR={workdir}".encode()  # tells this job's processes apart
         self.log = open(self.log_path, "w")
         environ = dict(os.environ, CHORD_WORKDIR=str(workdir), RAY_DEDUP_LOGS="0", **(env or {}))
         self.started = time.monotonic()
@@ -108,6 +112,19 @@ class Job:
     def output(self) -> str:
         self.log.flush()
         return self.log_path.read_text(errors="replace")
+
+    def rollout_server_pids(self) -> list[int]:
+        """The `hf` rollout servers of this job (Ray sets each actor process's title)."""
+        pids = []
+        for proc in Path("/proc").iterdir():
+            try:
+                title = (proc / "cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
+                environ = (proc / "environ").read_bytes()
+            except (OSError, ValueError):
+                continue
+            if title.startswith("ray::HFGenerationServer") and self.workdir_marker in environ:
+                pids.append(int(proc.name))
+        return sorted(pids)
 
     def fsdp_rank_pids(self) -> list[int]:
         """The actor workers (verl's colocated `WorkerDict`s) that are alive, from Ray's log prefixes."""
@@ -152,10 +169,22 @@ def story(workdir, tmp_path_factory) -> dict:
     out["dead_rank"] = {"rc": rc, "log": job.output(), "pid": victim, "exit_s": time.monotonic() - killed_at}
     out["dead_rank"]["record"] = _record(run_dir)
 
-    # 4. a half-written step-4 checkpoint (the crash came after the tracker, before chord_state.json)
+    # 4. a rollout server killed before the resumed run's step 3 generates
+    job = Job(workdir, run_dir, 4)
+    job.wait_for(lambda: "Training Progress:  50%" in job.output() and job.rollout_server_pids())
+    victim = job.rollout_server_pids()[0]
+    os.kill(victim, signal.SIGKILL)
+    killed_at = time.monotonic()
+    rc = job.finish(timeout=DEAD_WORKER_BOUND_S + 60)
+    exit_s = time.monotonic() - killed_at
+    out["dead_server"] = {"rc": rc, "log": job.output(), "pid": victim, "exit_s": exit_s}
+    out["dead_server"]["record"] = _record(run_dir)
+
+    # 5. a half-written step-4 checkpoint (the crash came after the tracker, before chord_state.json);
+    # the rerun skips non-finite updates and meets one at step 4
     shutil.copytree(ckpt / "global_step_2" / "actor", ckpt / "global_step_4" / "actor")
     (ckpt / "latest_checkpointed_iteration.txt").write_text("4")
-    job = Job(workdir, run_dir, 4)
+    job = Job(workdir, run_dir, 5, "chord.on_nonfinite=skip", env={"CHORD_TEST_NONFINITE": "4:expert"})
     started = time.monotonic()
     out["final"] = {"rc": job.finish(), "log": job.output(), "wall_s": time.monotonic() - started}
     out["final"]["record"] = _record(run_dir)
@@ -216,6 +245,25 @@ def test_dead_fsdp_rank_ends_the_job_naming_it(story):
     assert "actor_rollout worker rank" in line and f"pid {dead['pid']}" in line
     assert "The same command resumes from" in line and "global_step_2" in line
     assert [r["step"] for r in dead["record"]] == sorted({r["step"] for r in dead["record"]})
+
+
+def test_dead_rollout_server_ends_the_job_naming_it(story):
+    dead = story["dead_server"]
+    assert dead["rc"] == EXIT_CODE, dead["log"][-4000:]
+    assert dead["exit_s"] < DEAD_WORKER_BOUND_S
+    line = next(line for line in dead["log"].splitlines() if line.startswith("chord-train: stopped:"))
+    assert "a worker of the job died at step 3" in line
+    assert "the hf rollout server (replica" in line and f"pid {dead['pid']}" in line
+    assert "The same command resumes from" in line and "global_step_2" in line
+    assert [r["step"] for r in dead["record"]] == [1, 2]
+
+
+def test_skip_mode_skips_the_poisoned_update_and_finishes(story):
+    final = _by_step(story["final"]["record"])
+    assert final[4]["chord/nonfinite_skipped"] >= 1  # step 4's poisoned micro-batch: its update skipped
+    assert final[4]["chord/nonfinite_skipped_total"] == final[4]["chord/nonfinite_skipped"]
+    assert final[3]["chord/nonfinite_skipped"] == 0
+    assert "chord-train: stopped:" not in story["final"]["log"]
 
 
 def _entry_point(workdir: Path, *overrides: str) -> subprocess.CompletedProcess:
