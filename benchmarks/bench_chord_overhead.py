@@ -15,7 +15,9 @@ both 4 mini-batches (optimizer steps) per step on 2 FSDP2 ranks (gloo). Per step
   expert_rows, concat, interleave; see `recipe.train.trainer`), and on the first actor rank
   `actor/timing_s/chord_normalizer` (all-reduce of the loss normalisers),
   `actor/timing_s/chord_loss` (the loss function's forward) and
-  `actor/timing_s/train_mini_batch` (all mini-batches). forward/backward/optimizer =
+  `actor/timing_s/train_mini_batch` (all mini-batches), and `actor/cpu_s/train_mini_batch`
+  (the CPU seconds of that rank's process for the same work: the figure that other jobs on a
+  shared machine hardly move, so the one the ratio target is read from). forward/backward/optimizer =
   train_mini_batch - loss - normaliser; "dispatch" = update_actor - merge - train_mini_batch
   (verl's no-padding conversion, Ray transfers, metric gathering).
 - `chord/update_tokens`: the real (unpadded) prompt + response tokens the update runs on.
@@ -71,6 +73,7 @@ FIELDS = {
     "normalizer": "actor/timing_s/chord_normalizer",
     "loss": "actor/timing_s/chord_loss",
     "mini_batches": "actor/timing_s/train_mini_batch",
+    "mini_batches_cpu": "actor/cpu_s/train_mini_batch",
     "tokens": "chord/update_tokens",
     "response_tokens": "chord/update_response_tokens",
     "rss_gb": "actor/perf/max_memory_allocated_gb",
@@ -235,6 +238,17 @@ def report(results: list[dict], warmup: int) -> str:
                 lines.append(
                     f"- actor update, {case} / grpo, {label}: **{point:.3f}x** (95% CI {low:.3f}-{high:.3f})"
                 )
+            cpu_case = values(runs, "mini_batches_cpu", warmup)
+            if any(cpu_case):
+                for label, per_token in (("equal rows", False), ("equal tokens (per 1k tokens)", True)):
+                    point, low, high = ratio_ci(
+                        values(runs, "mini_batches_cpu", warmup, per_token),
+                        values(base, "mini_batches_cpu", warmup, per_token),
+                    )
+                    lines.append(
+                        f"- actor mini-batches, CPU seconds of rank 0, {case} / grpo, {label}: "
+                        f"**{point:.3f}x** (95% CI {low:.3f}-{high:.3f})"
+                    )
             rss_case = statistics.median(max(s["rss_gb"] for s in r["steps"]) for r in runs)
             rss_base = statistics.median(max(s["rss_gb"] for s in r["steps"]) for r in base)
             lines.append(f"- peak actor RSS, {case} / grpo: {rss_case / rss_base:.3f}x")

@@ -11,7 +11,9 @@
   it reports where the update's time goes, per step on its rank:
   `timing_s/chord_normalizer` (the sums' all-reduce), `timing_s/chord_loss` (the loss
   function's forward, all micro-batches) and `timing_s/train_mini_batch` (all mini-batches:
-  forward, loss, backward, optimizer steps, metric gathering).
+  forward, loss, backward, optimizer steps, metric gathering), and `cpu_s/train_mini_batch`:
+  the CPU seconds this rank's process spent on the same (all its threads; unlike wall time,
+  hardly changed by other jobs on a shared machine).
 - `ChordActorRolloutRefWorker` (verl's `ActorRolloutRefWorker`): uses the worker above for actor
   and reference, and installs `chord_actor_loss` after `init_model` (which sets verl's loss).
 - Non-finite updates (`recipe.train.nonfinite`): the loss is wrapped to note non-finite terms
@@ -135,11 +137,15 @@ class ChordTrainingWorker(TrainingWorker):
             tu.assign_non_tensor(data, num_mini_batch=int(num_mini_batch))
         self._timing = {"chord_normalizer": 0.0}
         loss_s = getattr(self.loss_fn, "seconds", 0.0)
+        cpu_started = time.process_time()
         with simple_timer("train_mini_batch", self._timing):
             output = super().train_mini_batch(data)
+        cpu_s = time.process_time() - cpu_started
         self._timing["chord_loss"] = getattr(self.loss_fn, "seconds", 0.0) - loss_s
         if output is not None:  # the rank that returns the metrics
-            tu.get(output, "metrics").update({f"timing_s/{k}": v for k, v in self._timing.items()})
+            metrics = tu.get(output, "metrics")
+            metrics.update({f"timing_s/{k}": v for k, v in self._timing.items()})
+            metrics["cpu_s/train_mini_batch"] = cpu_s
         return output
 
     def train_batch(self, data: TensorDict) -> TensorDict:
