@@ -432,13 +432,14 @@ class Comparison:
         return json_path, md_path, plot
 
     def prepare(self) -> None:
-        if self.args.config_name == TINY_CONFIG:
-            from recipe.demo import prepare_assets
+        from recipe.compare.tasks import prepare_assets
 
-            workdir = Path(self.env["CHORD_WORKDIR"])
-            if not (workdir / "data" / "expert.parquet").exists() or not (workdir / "model").exists():
-                print(f"chord-compare: building the tiny model and task in {workdir}")
-            prepare_assets(workdir)
+        workdir = Path(self.env["CHORD_WORKDIR"])
+        cfg = compose_config(self.args.config_name, self.overrides)
+        print(f"chord-compare: the assets of --config-name {self.args.config_name} in {workdir}", flush=True)
+        built = prepare_assets(self.args.config_name, workdir, cfg)
+        if built:
+            print(f"chord-compare: {built}", flush=True)
 
     def run(self, methods: list[str]) -> int:
         self.plans = [plan_method(m, self.args.steps, self.args.sft_fraction) for m in methods]
