@@ -26,7 +26,8 @@ def test_paper_shaped_benchmark_two_steps(tmp_path):
     cmd = [
         sys.executable, "benchmarks/bench_paper_shaped.py", "--seeds", "1", "--steps", "2",
         "--methods", "grpo,chord_phi", "--out", str(out), "--workdir", str(workdir),
-        "shift_task.base_policy.max_steps=20", "shift_task.data.num_train=64", "shift_task.data.num_expert=64",
+        "shift_task.base_policy.max_steps=20",
+        "shift_task.data.num_train=64", "shift_task.data.num_expert=64",
     ]  # fmt: skip
     proc = subprocess.run(cmd, cwd=REPO, env=dict(os.environ), capture_output=True, text=True, timeout=1500)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
