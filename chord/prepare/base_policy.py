@@ -16,11 +16,12 @@ after `max_steps` steps; the reached values are recorded, so a band that was mis
 
 Deterministic for given data, model and arguments (CPU, one thread of torch's ops order). The
 result is saved with `save_pretrained` next to `base_policy.json` (arguments and reached
-rewards); an existing folder with the same arguments is reused.
+rewards); an existing folder with the same arguments and pre-training data (sha256) is reused.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import random
@@ -116,8 +117,12 @@ def pretrain_base_policy(model_dir: str | Path, pretrain_file: str | Path, out_d
 
     out = Path(out_dir)
     record_path = out / "base_policy.json"
-    key = {"spec": asdict(spec), "model_dir": str(Path(model_dir).resolve()),
-           "pretrain_file": str(Path(pretrain_file).resolve())}  # fmt: skip
+    key = {
+        "spec": asdict(spec),
+        "model_dir": str(Path(model_dir).resolve()),
+        "pretrain_file": str(Path(pretrain_file).resolve()),
+        "pretrain_sha256": hashlib.sha256(Path(pretrain_file).read_bytes()).hexdigest(),
+    }
     if record_path.exists():
         record = json.loads(record_path.read_text())
         if record.get("key") == key:

@@ -10,12 +10,17 @@ Other configs bring their own data and model; nothing is built for them.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 
 def prepare_shift_assets(workdir: Path, section: dict[str, Any]) -> dict[str, Any]:
-    """Model, data and base policy of `shift_tiny` under `workdir`; returns the base policy's record."""
+    """Model, data and base policy of `shift_tiny` under `workdir`; returns the base policy's record.
+
+    The data are made again when the section's `data` arguments differ from those recorded next
+    to them (`data/shift_task.json`); the base policy when its spec, model or data path differ.
+    """
     from chord.prepare.base_policy import PretrainSpec, pretrain_base_policy
     from chord.prepare.shift_task import SKILL_SOURCE, TASK_SOURCE, generate_shift_task
     from chord.tiny_model import build_tiny_model
@@ -24,8 +29,10 @@ def prepare_shift_assets(workdir: Path, section: dict[str, Any]) -> dict[str, An
     if not (workdir / "model" / "config.json").exists():
         build_tiny_model(workdir / "model", **DEMO_MODEL)
     data = workdir / "data"
-    if not (data / "pretrain.parquet").exists():
+    args_file = data / "shift_task.json"  # the arguments the files were made with
+    if not args_file.exists() or json.loads(args_file.read_text()) != section["data"]:
         generate_shift_task(data, **section["data"])
+        args_file.write_text(json.dumps(section["data"], indent=1) + "\n")
     spec = PretrainSpec(task_source=TASK_SOURCE, skill_source=SKILL_SOURCE, **section["base_policy"])
     return pretrain_base_policy(workdir / "model", data / "pretrain.parquet", workdir / "base_model", spec)
 
