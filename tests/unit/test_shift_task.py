@@ -155,3 +155,9 @@ def test_base_policy_stops_in_its_band_records_it_and_is_reused(tmp_path):
     # same arguments: the saved folder is reused, not trained again
     (tmp_path / "base" / "model.safetensors").unlink()
     assert pretrain_base_policy(model_dir, paths["pretrain"], tmp_path / "base", spec) == record
+
+    # other pre-training data under the same path: trained again
+    generate_shift_task(tmp_path / "data", max_operand=4, num_held_out=2, num_train=8, num_expert=8)
+    again = pretrain_base_policy(model_dir, paths["pretrain"], tmp_path / "base", spec)
+    assert again["key"]["pretrain_sha256"] != record["key"]["pretrain_sha256"]
+    assert (tmp_path / "base" / "model.safetensors").exists()
