@@ -370,9 +370,10 @@ def write_report(
             "(they measure when a method reaches GRPO's final reward)."
         )
     else:
+        steps = f"{window} step{'s' if window != 1 else ''}"
         lines.append(
             f"Time to GRPO's reward: per seed, the first step at which the method's moving-average "
-            f"reward (window {window} steps) reaches `{REFERENCE_METHOD}`'s final reward of the same seed, "
+            f"reward (window {steps}) reaches `{REFERENCE_METHOD}`'s final reward of the same seed, "
             "and the wall time at that step, counted from the method's start (start-up included) to the "
             "moment chord-compare saw that step's record; mean ± std over the seeds that reached it, "
             "with how many did."
