@@ -486,12 +486,14 @@ class Comparison:
         return json_path, md_path, plot
 
     def prepare(self) -> None:
-        from recipe.compare.tasks import prepare_assets
+        from recipe.compare.tasks import ASSET_CONFIGS, prepare_assets
 
         workdir = Path(self.env["CHORD_WORKDIR"])
-        cfg = compose_config(self.args.config_name, self.overrides)
-        print(f"chord-compare: the assets of --config-name {self.args.config_name} in {workdir}", flush=True)
-        built = prepare_assets(self.args.config_name, workdir, cfg)
+        if self.args.config_name in ASSET_CONFIGS:
+            print(f"chord-compare: model and data of {self.args.config_name} in {workdir} (kept if built)")
+        built = prepare_assets(
+            self.args.config_name, workdir, lambda: compose_config(self.args.config_name, self.overrides)
+        )
         if built:
             print(f"chord-compare: {built}", flush=True)
 

@@ -11,6 +11,7 @@ Other configs bring their own data and model; nothing is built for them.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +38,14 @@ def prepare_shift_assets(workdir: Path, section: dict[str, Any]) -> dict[str, An
     return pretrain_base_policy(workdir / "model", data / "pretrain.parquet", workdir / "base_model", spec)
 
 
-def prepare_assets(config_name: str, workdir: Path, cfg: Any) -> str | None:
-    """Build what `config_name` needs under `workdir`; a line saying what was built, or None."""
+ASSET_CONFIGS = ("cpu_tiny", "shift_tiny")  # the configs whose assets chord-compare builds
+
+
+def prepare_assets(config_name: str, workdir: Path, compose: Callable[[], Any]) -> str | None:
+    """Build what `config_name` needs under `workdir`; a line saying what was built, or None.
+
+    `compose()` returns the composed config (called only for configs that read their section).
+    """
     from omegaconf import OmegaConf
 
     if config_name == "cpu_tiny":
@@ -47,7 +54,7 @@ def prepare_assets(config_name: str, workdir: Path, cfg: Any) -> str | None:
         prepare_demo_assets(workdir)
         return None
     if config_name == "shift_tiny":
-        section = OmegaConf.to_container(cfg.shift_task, resolve=True)
+        section = OmegaConf.to_container(compose().shift_task, resolve=True)
         record = prepare_shift_assets(workdir, section)
         return (
             f"shift_tiny base policy: expected reward {record['task_reward']:.3f} on the task "
