@@ -56,6 +56,7 @@ setup(
             "chord-demo=recipe.demo:main",
             "chord-check-data=chord.data.check:main",
             "chord-prepare-tiny=chord.prepare.tiny_task:main",
+            "chord-prepare-shift=chord.prepare.shift_task:main",
             "chord-prepare-openr1=chord.prepare.openr1:main",
             "chord-prepare-toolace=chord.prepare.toolace:main",
             "chord-make-tiny-model=chord.tiny_model:main",

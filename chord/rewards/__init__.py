@@ -55,6 +55,7 @@ def register_reward(
 
 
 register_reward("tiny", "chord.rewards.tiny_task:compute_tiny_reward", exact=("chord/tiny_arith",))
+register_reward("shift", "chord.rewards.shift_task:compute_shift_reward", prefixes=("chord/shift_",))
 register_reward(
     "math",
     "chord.rewards.math:compute_math_reward",

@@ -9,6 +9,11 @@ line per finished step shows the reward and the overall progress. `sft_then_rl` 
 `method=sft` for `--sft-fraction` of the steps, then `method=grpo` starting from the SFT
 checkpoint (converted to a Hugging Face directory by `recipe.eval.checkpoint`).
 
+`--seeds N` runs every method once per seed `--seed`, ..., `--seed` + N - 1, seed-major (all
+methods of a seed, then the next), each in `<out>/runs/<method>/seed<seed>/` (with one seed the
+run directory stays `<out>/runs/<method>/`); the report gives mean ± standard deviation over
+seeds, per-seed values in the JSON, and the time each method takes to reach GRPO's final reward.
+
 With `--eval` (default) the final checkpoint of every method is scored by `chord-eval` on the
 config's validation files (or `--eval-data`), greedy by default. Written to `--out`:
 `compare.md` (the table), `compare.json` (settings, summaries and per-step curves) and
@@ -43,10 +48,13 @@ from recipe.compare.plan import (
     Stage,
     check_user_overrides,
     compose_config,
+    method_run_dir,
     micro_batch_override,
     parse_methods,
     plan_method,
     preset_methods,
+    run_order,
+    seed_values,
     stage_overrides,
     trainer_command,
 )
@@ -55,7 +63,10 @@ from recipe.compare.report import (
     MethodResult,
     join_stages,
     markdown_table,
+    seed_summary,
+    seed_table,
     summarize,
+    time_to_reward,
     validation_accuracy,
 )
 from recipe.compare.report import write_report as write_tables
@@ -75,7 +86,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--methods", default=DEFAULT_METHODS, help=f"comma-separated, from: {known}")
     p.add_argument("--steps", type=int, default=20, help="training steps per method (default 20)")
     p.add_argument("--seed", type=int, default=0, help="data order, expert order and rollout sampling seed")
-    p.add_argument("--out", default="outputs/compare", help="report, plots and runs/<method>/")
+    p.add_argument(
+        "--seeds",
+        type=int,
+        default=1,
+        help="run every method with seeds --seed .. --seed+N-1 (default 1); report mean ± std over seeds",
+    )
+    p.add_argument("--out", default="outputs/compare", help="report, plots and runs/<method>/[seed<k>/]")
     p.add_argument("--config-name", default=TINY_CONFIG, help="chord-train config (conf/*.yaml)")
     p.add_argument(
         "--workdir",
@@ -196,12 +213,19 @@ def run_stage(
     method_steps: int,
     timeout: float | None = None,
     heartbeat_s: float = 30.0,
+    seen: dict[int, float] | None = None,
+    since: float | None = None,
 ) -> tuple[int, float]:
-    """Run one trainer process, printing a line per logged step; returns (exit code, wall seconds)."""
+    """Run one trainer process, printing a line per logged step; returns (exit code, wall seconds).
+
+    `seen`, if given, gets `{step (offset included): seconds since `since` (a time.monotonic()
+    value; default: this stage's start) when the step's record was read}` (polled every 0.5 s).
+    """
     run_dir.mkdir(parents=True, exist_ok=True)
     follower = MetricsFollower(run_dir / "metrics.jsonl")
     started = time.monotonic()
     last_output = started
+    origin = started if since is None else since
 
     def report_new() -> None:
         nonlocal last_output
@@ -209,6 +233,8 @@ def run_stage(
             data = record.get("data", {})
             if REWARD in data:
                 step = int(record.get("step", 0)) + step_offset
+                if seen is not None:
+                    seen[step] = time.monotonic() - origin
                 print(progress.step_line(label, step, method_steps, data), flush=True)
                 last_output = time.monotonic()
 
@@ -266,7 +292,12 @@ def checkpoint_hf_dir(checkpoint_root: Path, merge_dir: Path) -> Path:
 
 
 def evaluate_checkpoint(
-    checkpoint_root: Path, data: list[str], out_dir: Path, args: argparse.Namespace, max_new_tokens: int
+    checkpoint_root: Path,
+    data: list[str],
+    out_dir: Path,
+    args: argparse.Namespace,
+    max_new_tokens: int,
+    seed: int | None = None,
 ) -> dict[str, float]:
     """chord-eval on the last checkpoint under `checkpoint_root`: `{benchmark: avg@k in %}`."""
     from recipe.eval.cli import RESULTS_JSON
@@ -276,7 +307,7 @@ def evaluate_checkpoint(
         "--model", str(checkpoint_root), "--data", *data, "--out", str(out_dir),
         "--merged-dir", str(out_dir / "merged"), "--k", str(args.eval_k),
         "--temperature", str(args.eval_temperature), "--max-new-tokens", str(max_new_tokens),
-        "--seed", str(args.seed), "--backend", args.eval_backend,
+        "--seed", str(args.seed if seed is None else seed), "--backend", args.eval_backend,
     ]  # fmt: skip
     if args.eval_max_problems is not None:
         argv += ["--max-problems", str(args.eval_max_problems)]
@@ -311,14 +342,15 @@ class Comparison:
         os.environ["CHORD_WORKDIR"] = self.env["CHORD_WORKDIR"]  # resolves ${chord_workdir} in compose
         self.results: list[MethodResult] = []
         self.plans: list[MethodPlan] = []
+        self.seeds = seed_values(args.seed, args.seeds)
 
     # -------------------------------------------------------------- per stage
     def stage_config(
-        self, stage: Stage, run_dir: Path, save: bool, model_path: Path | None
+        self, stage: Stage, run_dir: Path, save: bool, model_path: Path | None, seed: int
     ) -> tuple[list[str], Any]:
         overrides = stage_overrides(
             stage,
-            seed=self.args.seed,
+            seed=seed,
             run_dir=run_dir,
             save_checkpoint=save,
             user_overrides=self.overrides,
@@ -331,11 +363,22 @@ class Comparison:
             overrides.append(fix)
         return overrides, cfg
 
-    def run_method(self, plan: MethodPlan, index: int, progress: Progress) -> MethodResult:
-        method_dir = self.runs / plan.name
+    def label(self, index: int, plan: MethodPlan, seed: int, stage: Stage | None = None) -> str:
+        """`[3/10 sft_then_rl:rl seed 1]`; the seed only with --seeds > 1."""
+        text = f"[{index}/{len(self.plans) * len(self.seeds)} {plan.name}"
+        if stage is not None and len(plan.stages) > 1:
+            text += f":{stage.name}"
+        return text + (f" seed {seed}]" if len(self.seeds) > 1 else "]")
+
+    def run_dir(self, method: str, seed: int) -> Path:
+        return method_run_dir(self.runs, method, seed, len(self.seeds))
+
+    def run_method(self, plan: MethodPlan, seed: int, index: int, progress: Progress) -> MethodResult:
+        method_dir = self.run_dir(plan.name, seed)
         shutil.rmtree(method_dir, ignore_errors=True)  # a fresh run: verl would resume old checkpoints
         method_dir.mkdir(parents=True)
         started = time.monotonic()
+        seen: dict[int, float] = {}
         stage_rows: list[list[dict]] = []
         run_dirs: list[Path] = []
         hf_dirs: dict[str, Path] = {}
@@ -347,14 +390,14 @@ class Comparison:
             feeds_next = any(s.init_from == stage.name for s in plan.stages)
             save = feeds_next or (is_last and self.args.eval)
             model_path = hf_dirs.get(stage.init_from) if stage.init_from else None
-            overrides, cfg = self.stage_config(stage, run_dir, save, model_path)
+            overrides, cfg = self.stage_config(stage, run_dir, save, model_path, seed)
             cmd = trainer_command(sys.executable, self.args.config_name, overrides)
-            label = f"[{index}/{len(self.plans)} {plan.name}"
-            label += f":{stage.name}]" if len(plan.stages) > 1 else "]"
+            label = self.label(index, plan, seed, stage)
             print(f"{label} start: {stage.steps} steps of method={stage.method}, log {run_dir / 'train.log'}")
             rc, _ = run_stage(
-                cmd, run_dir, self.env, progress, label, stage.step_offset, plan.steps, self.args.timeout
-            )
+                cmd, run_dir, self.env, progress, label, stage.step_offset, plan.steps, self.args.timeout,
+                seen=seen, since=started,
+            )  # fmt: skip
             run_dirs.append(run_dir)
             stage_rows.append(_training_rows(run_dir / "metrics.jsonl"))
             if rc != 0:
@@ -371,6 +414,8 @@ class Comparison:
         wall = time.monotonic() - started
         rows = join_stages(stage_rows, [s.step_offset for s in plan.stages[: len(stage_rows)]])
         result = summarize(plan.name, rows, self.args.last_k) if rows else MethodResult(plan.name)
+        result.seed = seed
+        result.step_wall_s = [[step, round(seen[step], 3)] for step in sorted(seen)]
         result.wall_s = wall
         result.switch_steps = plan.switch_steps
         result.run_dirs = [str(d) for d in run_dirs]
@@ -385,7 +430,7 @@ class Comparison:
                 data = [data] if isinstance(data, str) else list(data)
                 max_new = self.args.eval_max_new_tokens or int(_resolved(cfg, "data.max_response_length"))
                 result.eval_acc = evaluate_checkpoint(
-                    run_dirs[-1] / "checkpoints", data, method_dir / "eval", self.args, max_new
+                    run_dirs[-1] / "checkpoints", data, method_dir / "eval", self.args, max_new, seed
                 )
             except Exception as exc:  # evaluation is optional: report it, keep the training result
                 result.error = f"evaluation failed: {exc}"
@@ -403,6 +448,8 @@ class Comparison:
             "methods": [p.name for p in self.plans],
             "steps": a.steps,
             "seed": a.seed,
+            "seeds": self.seeds,
+            "smooth": self.window(),
             "sft_fraction": a.sft_fraction,
             "last_k": a.last_k,
             "overrides": self.overrides,
@@ -413,51 +460,71 @@ class Comparison:
             "host": {"platform": platform.platform(), "cpus": os.cpu_count()},
         }
 
+    def window(self) -> int:
+        """Moving-average window of the plots and of time-to-reward: --smooth or steps / 10."""
+        return self.args.smooth or max(1, self.args.steps // 10)
+
     def write_report(self) -> tuple[Path, Path, Path | None]:
         from recipe.compare.plots import plot_comparison
 
         plot = None
-        curves = {r.method: r.curves for r in self.results if r.curves}
+        curves: dict[str, list[dict]] = {}
+        for r in self.results:
+            if r.curves:
+                curves.setdefault(r.method, []).append(r.curves)
         if curves:
-            smooth = self.args.smooth or max(1, self.args.steps // 10)
-            title = f"chord-compare: {self.args.config_name}, {self.args.steps} steps, seed {self.args.seed}"
+            seeds = f"seed {self.seeds[0]}" if len(self.seeds) == 1 else f"{len(self.seeds)} seeds"
+            title = f"chord-compare: {self.args.config_name}, {self.args.steps} steps, {seeds}"
             plot = plot_comparison(
                 curves,
                 self.out / "compare.png",
                 title=title,
-                smooth=smooth,
+                smooth=self.window(),
                 switch_steps={r.method: r.switch_steps for r in self.results},
             )
-        json_path, md_path = write_tables(self.results, self.config(), self.out, plot)
+        json_path, md_path = write_tables(self.results, self.config(), self.out, plot, window=self.window())
         return json_path, md_path, plot
 
     def prepare(self) -> None:
-        if self.args.config_name == TINY_CONFIG:
-            from recipe.demo import prepare_assets
+        from recipe.compare.tasks import ASSET_CONFIGS, prepare_assets
 
-            workdir = Path(self.env["CHORD_WORKDIR"])
-            if not (workdir / "data" / "expert.parquet").exists() or not (workdir / "model").exists():
-                print(f"chord-compare: building the tiny model and task in {workdir}")
-            prepare_assets(workdir)
+        workdir = Path(self.env["CHORD_WORKDIR"])
+        if self.args.config_name in ASSET_CONFIGS:
+            print(f"chord-compare: model and data of {self.args.config_name} in {workdir} (kept if built)")
+        built = prepare_assets(
+            self.args.config_name, workdir, lambda: compose_config(self.args.config_name, self.overrides)
+        )
+        if built:
+            print(f"chord-compare: {built}", flush=True)
 
     def run(self, methods: list[str]) -> int:
         self.plans = [plan_method(m, self.args.steps, self.args.sft_fraction) for m in methods]
+        plans = {p.name: p for p in self.plans}
         self.prepare()
-        total = sum(p.steps for p in self.plans)
+        per_seed = sum(p.steps for p in self.plans)
+        total = per_seed * len(self.seeds)
+        seeds = (
+            f"seed {self.seeds[0]}" if len(self.seeds) == 1 else f"seeds {self.seeds[0]}..{self.seeds[-1]}"
+        )
         print(
-            f"chord-compare: {len(self.plans)} methods x {self.args.steps} steps ({total} steps) on "
-            f"--config-name {self.args.config_name}, seed {self.args.seed} -> {self.out}",
+            f"chord-compare: {len(self.plans)} methods x {self.args.steps} steps"
+            + (f" x {len(self.seeds)} seeds" if len(self.seeds) > 1 else "")
+            + f" ({total} steps) on --config-name {self.args.config_name}, {seeds} -> {self.out}",
             flush=True,
         )
-        progress = Progress(total, len(self.plans))
-        for index, plan in enumerate(self.plans, 1):
-            result = self.run_method(plan, index, progress)
-            progress.done = sum(p.steps for p in self.plans[:index])  # count skipped steps of a failure
+        progress = Progress(total, len(self.plans) * len(self.seeds))
+        steps_before = 0
+        for index, (seed, name) in enumerate(run_order(methods, self.seeds), 1):
+            plan = plans[name]
+            label = self.label(index, plan, seed)
+            result = self.run_method(plan, seed, index, progress)
+            steps_before += plan.steps
+            progress.done = steps_before  # count skipped steps of a failure
             self.results.append(result)
             evals = ", ".join(f"eval {k} {v:.1f}%" for k, v in result.eval_acc.items())
             if result.status == "ok":
                 print(
-                    f"[{index}/{len(self.plans)} {plan.name}] done in {result.wall_s:.0f} s: final reward "
+                    f"{label} done in {result.wall_s:.0f} s: final reward "
                     f"{result.final_reward:.3f} (last {result.last_k}), best {result.best_reward:.3f} "
                     f"at step {result.best_step}"
                     + (f", {evals}" if evals else "")
@@ -465,7 +532,7 @@ class Comparison:
                     flush=True,
                 )
             else:
-                print(f"[{index}/{len(self.plans)} {plan.name}] failed: {result.error}", flush=True)
+                print(f"{label} failed: {result.error}", flush=True)
             self.write_report()
             if result.status != "ok" and self.args.fail_fast:
                 break
@@ -474,16 +541,29 @@ class Comparison:
     def finish(self) -> int:
         json_path, md_path, plot = self.write_report()
         print("\n" + markdown_table(self.results), end="")
+        if len(self.seeds) > 1:
+            last_k = max((r.last_k for r in self.results), default=0)
+            reach = time_to_reward(self.results, self.window())
+            print(
+                f"\nMean ± std over {len(self.seeds)} seeds:\n"
+                + seed_table(seed_summary(self.results), reach, last_k),
+                end="",
+            )
         print(f"\nchord-compare: wrote {md_path}, {json_path}" + (f", {plot}" if plot else ""))
         return 0 if all(r.status == "ok" and r.error is None for r in self.results) else 1
 
     def report_only(self, methods: list[str]) -> int:
         self.plans = [plan_method(m, self.args.steps, self.args.sft_fraction) for m in methods]
-        for plan in self.plans:
-            path = self.runs / plan.name / RESULT_FILE
+        for seed, name in run_order(methods, self.seeds):
+            path = self.run_dir(name, seed) / RESULT_FILE
             if not path.exists():
-                raise FileNotFoundError(f"--report-only: {path} is missing (run {plan.name} first)")
-            self.results.append(MethodResult(**json.loads(path.read_text())))
+                raise FileNotFoundError(
+                    f"--report-only: {path} is missing (run {name} with seed {seed} first)"
+                )
+            result = MethodResult(**json.loads(path.read_text()))
+            if result.seed is None:  # a result.json from before --seeds
+                result.seed = seed
+            self.results.append(result)
         return self.finish()
 
 
@@ -498,6 +578,7 @@ def main(argv: list[str] | None = None) -> int:
             plan_method(name, args.steps, args.sft_fraction)
         if args.last_k < 1:
             raise ValueError(f"--last-k must be >= 1, got {args.last_k}")
+        seed_values(args.seed, args.seeds)
         comparison = Comparison(args, overrides, "chord-compare " + shlex.join(argv))
         if args.report_only:
             return comparison.report_only(methods)

@@ -212,3 +212,23 @@ def micro_batch_override(cfg: Any) -> str | None:
         return None
     divisor = max(d for d in range(1, min(micro, rows) + 1) if rows % d == 0)
     return f"actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu={divisor}"
+
+
+# ---------------------------------------------------------------------------- seeds (--seeds)
+def seed_values(seed: int, seeds: int) -> list[int]:
+    """`--seed S --seeds N` -> `[S, S + 1, ..., S + N - 1]`."""
+    if seeds < 1:
+        raise ValueError(f"--seeds must be >= 1, got {seeds}")
+    return list(range(seed, seed + seeds))
+
+
+def run_order(methods: list[str], seeds: list[int]) -> list[tuple[int, str]]:
+    """(seed, method) pairs, seed-major: every method of the first seed, then of the next, so
+    an interrupted comparison has the same number of seeds for every method (give or take one)."""
+    return [(seed, method) for seed in seeds for method in methods]
+
+
+def method_run_dir(runs: Path, method: str, seed: int, num_seeds: int) -> Path:
+    """Where one (method, seed) run lives: `runs/<method>/` when the comparison has one seed
+    (the layout from before `--seeds`), `runs/<method>/seed<seed>/` otherwise."""
+    return runs / method if num_seeds == 1 else runs / method / f"seed{seed}"

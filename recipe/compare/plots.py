@@ -84,8 +84,27 @@ def moving_average(values: list[float], window: int) -> list[float]:
     return out
 
 
+def seed_band(
+    runs: list[list[list[float]]], smooth: int = 1
+) -> tuple[list[float], list[float], list[float], list[float]]:
+    """(steps, mean, min, max) over seeds of one quantity.
+
+    `runs`: one `[[step, value], ...]` curve per seed. Each curve is smoothed first (trailing
+    moving average over `smooth` logged steps), then at every step the mean, minimum and
+    maximum are taken over the seeds that logged that step.
+    """
+    by_step: dict[float, list[float]] = {}
+    for points in runs:
+        values = moving_average([float(p[1]) for p in points], smooth) if points else []
+        for (step, _), value in zip(points, values, strict=True):
+            by_step.setdefault(step, []).append(value)
+    steps = sorted(by_step)
+    mean = [sum(by_step[s]) / len(by_step[s]) for s in steps]
+    return steps, mean, [min(by_step[s]) for s in steps], [max(by_step[s]) for s in steps]
+
+
 def plot_comparison(
-    curves_by_method: dict[str, dict[str, list[list[float]]]],
+    curves_by_method: dict[str, list[dict[str, list[list[float]]]]],
     out: str | Path,
     *,
     title: str = "",
@@ -97,9 +116,11 @@ def plot_comparison(
     """One PNG of `size_px` pixels with 2 x 2 panels (reward, mu, entropy, response length) per
     step, every method on the same axes in the same colour across panels.
 
-    `curves_by_method[method][name]` is `[[step, value], ...]` (`recipe.compare.report.curves`).
-    With `smooth > 1` the raw values are drawn faintly and a trailing moving average on top
-    (all panels but mu).
+    `curves_by_method[method]` holds one dict per seed, `{name: [[step, value], ...]}`
+    (`recipe.compare.report.curves`). A method with one seed is drawn as one line (with
+    `smooth > 1` the raw values faintly and the trailing moving average on top); with several
+    seeds, the mean over seeds of the smoothed curves with a shaded min-max band (`seed_band`).
+    mu is never smoothed (a schedule, not a noisy estimate).
     `switch_steps[method]` marks stage switches (e.g. SFT -> RL) with a dotted vertical line.
     """
     import matplotlib
@@ -112,17 +133,27 @@ def plot_comparison(
         2, 2, figsize=(size_px[0] / dpi, size_px[1] / dpi), dpi=dpi, sharex=True, squeeze=False
     )
     colours = plt.get_cmap("tab10")
+    max_seeds = max((len(runs) for runs in curves_by_method.values()), default=1)
     for (name, label), ax in zip(COMPARISON_PANELS, axes.flat, strict=True):
-        for i, (method, curves) in enumerate(curves_by_method.items()):
+        for i, (method, runs) in enumerate(curves_by_method.items()):
             colour = colours(i % 10)
-            points = curves.get(name, [])
-            if points:
-                steps = [p[0] for p in points]
-                values = [p[1] for p in points]
-                if smooth > 1 and name != "mu":  # mu is a schedule, not a noisy estimate
+            window = 1 if name == "mu" else smooth
+            legend = (
+                method if max_seeds == 1 else f"{method} ({len(runs)} seed{'s' if len(runs) > 1 else ''})"
+            )
+            per_seed = [curves.get(name, []) for curves in runs]
+            per_seed = [points for points in per_seed if points]
+            if len(per_seed) == 1:
+                steps = [p[0] for p in per_seed[0]]
+                values = [p[1] for p in per_seed[0]]
+                if window > 1:
                     ax.plot(steps, values, color=colour, alpha=0.25, linewidth=0.8)
-                    values = moving_average(values, smooth)
-                ax.plot(steps, values, color=colour, linewidth=1.6, label=method)
+                    values = moving_average(values, window)
+                ax.plot(steps, values, color=colour, linewidth=1.6, label=legend)
+            elif per_seed:
+                steps, mean, low, high = seed_band(per_seed, window)
+                ax.fill_between(steps, low, high, color=colour, alpha=0.18, linewidth=0)
+                ax.plot(steps, mean, color=colour, linewidth=1.6, label=legend)
             for step in (switch_steps or {}).get(method, []):
                 ax.axvline(step + 0.5, color=colour, linestyle=":", linewidth=1.0)
         ax.set_ylabel(label)
@@ -133,7 +164,12 @@ def plot_comparison(
     for ax in axes[1]:
         ax.set_xlabel("training step")
     if title:
-        fig.suptitle(title + (f" (moving average over {smooth} steps)" if smooth > 1 else ""), y=0.99)
+        notes = []
+        if smooth > 1:
+            notes.append(f"moving average over {smooth} steps")
+        if max_seeds > 1:
+            notes.append("line: mean over seeds, band: min-max over seeds")
+        fig.suptitle(title + (f" ({'; '.join(notes)})" if notes else ""), y=0.99)
     fig.tight_layout(rect=(0, 0, 1, 0.91))
     handles = {h.get_label(): h for ax in axes.flat for h in ax.get_legend_handles_labels()[0]}
     if handles:

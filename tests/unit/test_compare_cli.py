@@ -30,7 +30,8 @@ FAKE_TRAINER = textwrap.dedent(
     mu = {"sft": 1.0, "grpo": 0.0}.get(args["method"], 0.5)
     with open(metrics, "w") as f:
         for step in range(1, steps + 1):
-            data = {"critic/score/mean": step / 10, "chord/mu": mu, "actor/entropy": 1.0 / step,
+            reward = step / 10 + int(args["data.seed"]) / 100
+            data = {"critic/score/mean": reward, "chord/mu": mu, "actor/entropy": 1.0 / step,
                     "response_length/mean": 3.0, "timing_s/step": 0.01}
             f.write(json.dumps({"step": step, "data": data}) + "\\n")
             f.flush()
@@ -136,12 +137,58 @@ def test_a_failed_method_is_reported_and_the_others_still_run(fake_trainer, tmp_
     assert methods == ["chord_mu"]
 
 
+def test_seeds_run_seed_major_in_per_seed_dirs_and_report_mean_std(fake_trainer, tmp_path, capsys):
+    out = tmp_path / "cmp"
+    argv = _args(out, "--methods", "grpo,chord_phi", "--steps", "4", "--last-k", "2", "--seed", "3",
+                 "--seeds", "2", "--smooth", "2")  # fmt: skip
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "2 methods x 4 steps x 2 seeds (16 steps)" in printed
+    order = [printed.index(f"[{i}/4 {m} seed {s}] step 1/4") for i, (s, m) in
+             enumerate([(3, "grpo"), (3, "chord_phi"), (4, "grpo"), (4, "chord_phi")], 1)]  # fmt: skip
+    assert order == sorted(order)  # seed-major
+    assert "all 16/16 (100%)" in printed
+    for method in ("grpo", "chord_phi"):
+        for seed in (3, 4):
+            argv_run = json.loads((out / "runs" / method / f"seed{seed}" / "argv.json").read_text())
+            assert f"data.seed={seed}" in argv_run and f"actor_rollout_ref.rollout.seed={seed}" in argv_run
+            assert (out / "runs" / method / f"seed{seed}" / "result.json").is_file()
+
+    report = json.loads((out / "compare.json").read_text())
+    assert report["config"]["seeds"] == [3, 4]
+    assert [(m["method"], m["seed"]) for m in report["methods"]] == [
+        ("grpo", 3), ("chord_phi", 3), ("grpo", 4), ("chord_phi", 4),
+    ]  # fmt: skip
+    # fake reward: step / 10 + seed / 100; final over the last 2 steps: 0.38 (seed 3), 0.39 (seed 4)
+    final = report["summary"]["grpo"]["final_reward"]
+    assert final["per_seed"] == {"3": pytest.approx(0.38), "4": pytest.approx(0.39)}
+    assert final["std"] == pytest.approx(0.01 / 2**0.5)
+    reach = report["time_to_reward"]["chord_phi"]
+    assert {s: v["step"] for s, v in reach["per_seed"].items()} == {"3": 4, "4": 4}  # average of 2 ends there
+    walls = report["methods"][0]["step_wall_s"]
+    assert [w[0] for w in walls] == [1, 2, 3, 4] and 0 < walls[0][1] <= walls[-1][1]
+
+    table = (out / "compare.md").read_text()
+    assert "| `grpo` | 2 | 0.385 ± 0.007 |" in table
+    assert "| `chord_phi` | 4 | 4 | 0.390 | 0.440 (4) |" in table  # per run, with the seed column
+    assert "4.0 ± 0.0 (2/2 reached)" in table
+    assert "Mean ± std over 2 seeds:" in printed
+
+    (out / "compare.md").unlink()
+    assert main([*argv, "--report-only"]) == 0
+    assert "| `grpo` | 2 | 0.385 ± 0.007 |" in (out / "compare.md").read_text()
+    assert main([*argv[:-4], "--seeds", "3", "--report-only"]) == 2
+    assert "runs/grpo/seed5/result.json is missing" in capsys.readouterr().err
+
+
 def test_bad_arguments_exit_2_before_any_run(tmp_path, capsys):
     assert main(_args(tmp_path, "--methods", "grpo,ppo")) == 2
     assert "unknown method(s) ['ppo']" in capsys.readouterr().err
     assert main(_args(tmp_path, "--methods", "sft_then_rl", "--steps", "1")) == 2
     assert main(_args(tmp_path, "trainer.total_training_steps=3")) == 2
     assert "use --steps" in capsys.readouterr().err
+    assert main(_args(tmp_path, "--seeds", "0")) == 2
+    assert "--seeds must be >= 1, got 0" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
 
 

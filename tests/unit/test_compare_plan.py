@@ -11,10 +11,13 @@ from recipe.compare.plan import (
     SFT_THEN_RL,
     Stage,
     check_user_overrides,
+    method_run_dir,
     micro_batch_override,
     parse_methods,
     plan_method,
     preset_methods,
+    run_order,
+    seed_values,
     split_steps,
     stage_overrides,
     trainer_command,
@@ -141,3 +144,13 @@ def test_micro_batch_override_only_when_a_rank_mini_batch_does_not_divide():
         micro_batch_override(_config("luffy", 12))
         == "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=10"
     )
+
+
+def test_seed_values_run_order_is_seed_major_and_run_dirs_per_seed(tmp_path):
+    assert seed_values(3, 2) == [3, 4]
+    assert seed_values(0, 1) == [0]
+    with pytest.raises(ValueError, match="--seeds"):
+        seed_values(0, 0)
+    assert run_order(["grpo", "sft"], [0, 1]) == [(0, "grpo"), (0, "sft"), (1, "grpo"), (1, "sft")]
+    assert method_run_dir(tmp_path, "grpo", 7, 1) == tmp_path / "grpo"  # one seed: the old layout
+    assert method_run_dir(tmp_path, "grpo", 7, 3) == tmp_path / "grpo" / "seed7"
