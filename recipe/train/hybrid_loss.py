@@ -28,6 +28,7 @@ CORRECT = "chord_correct"
 POS_NORMALIZER = "chord_positive_normalizer"
 NEG_NORMALIZER = "chord_negative_normalizer"
 POS_TOKENS = "chord_positive_tokens"
+SFT_ONLY = "chord_sft_only"  # meta flag of ReLIFT's SFT-only update: the worker skips the LR scheduler
 
 
 def hybrid_loss(
