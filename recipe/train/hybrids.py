@@ -26,10 +26,13 @@ and SRFT, as it asks `_luffy_rows` for LUFFY's; `ChordRayTrainer._update_actor` 
   and learning rate, and does not advance its LR schedule (the worker skips the scheduler step).
   The buffer is saved in `chord_state.json`, so a resumed run takes the same SFT rounds.
   Metrics: `relift/buffer_size` (after the step), `relift/sft_rounds` (so far),
-  `relift/failed_prompts`, and on steps with a round `relift/sft_loss`.
+  `relift/failed_prompts`, and on steps with a round `relift/sft_loss` and
+  `relift/sft_fingerprint` (CRC32 of the entries trained on).
 """
 
 from __future__ import annotations
+
+import zlib
 
 import numpy as np
 import torch
@@ -85,6 +88,13 @@ class HybridsMixin:
         if not ids or ids[-1] != self.tokenizer.eos_token_id:
             ids.append(self.tokenizer.eos_token_id)
         return ids
+
+    def _prompt_index(self, batch: DataProto, row: int) -> int:
+        """The RL row's dataset index (`extra_info.index`, as verl's datasets write it), else the row."""
+        extra_info = batch.non_tensor_batch.get("extra_info")
+        info = extra_info[row] if extra_info is not None else None
+        index = info.get("index") if isinstance(info, dict) else None
+        return int(index) if isinstance(index, (int, np.integer)) else row
 
     # ------------------------------------------------------------------ HPT, SRFT
     def _hybrid_rows(self, batch: DataProto, on_policy: DataProto) -> tuple[DataProto, dict[str, float]]:
@@ -142,18 +152,25 @@ class HybridsMixin:
         cfg = self.chord.relift
         uids = list(batch.non_tensor_batch["uid"])
         prompts = count_correct(self._scores(batch), uids, cfg.correct_threshold)
-        failed = [p for p in prompts if p.correct == 0]
+        # In the order of the prompts' dataset index: verl may reorder rows (trainer.balance_batch)
+        # by response length, which a resumed run's rollouts need not reproduce.
+        failed = sorted(
+            (p for p in prompts if p.correct == 0), key=lambda p: self._prompt_index(batch, p.first_row)
+        )
         max_response = int(self.config.data.max_response_length)
         entries = []
         for p in failed:
             ids = self._demonstration(batch, p.first_row, True, f"all {p.rollouts} rollouts failed")
-            source = f"step {self.global_steps}, RL row {p.first_row}"
+            source = f"step {self.global_steps}, prompt {self._prompt_index(batch, p.first_row)}"
             entries.append(ReliftEntry(self._prompt_ids(merged, p.first_row), ids[:max_response], source))
         self.relift_buffer.add(entries)
         taken = self.relift_buffer.take()
         metrics = {"relift/failed_prompts": float(len(failed))}
         if taken is not None:
             metrics["relift/sft_loss"] = self._relift_sft_update(taken, merged)
+            # which entries were trained on (CRC32 of sources and tokens): resume exactness is checkable
+            served = [(e.source, e.prompt_ids, e.response_ids) for e in taken]
+            metrics["relift/sft_fingerprint"] = float(zlib.crc32(repr(served).encode()))
         metrics["relift/buffer_size"] = float(len(self.relift_buffer))
         metrics["relift/sft_rounds"] = float(self.relift_buffer.rounds)
         return metrics

@@ -49,25 +49,29 @@ def test_srft_logs_its_three_terms(workdir, tmp_path):  # noqa: F811
         assert 0 <= data["srft/correct_rollouts"] <= 64
 
 
+# Every prompt fails (no reward reaches 2), 16 prompts a step, buffer of 40: the buffer holds 16,
+# 32, then 48 -> one SFT round on the newest 40 at step 3, so step 3 needs step 2's saved buffer.
+RELIFT = ("method=relift", "chord.relift.correct_threshold=2.0", "chord.relift.buffer_size=40")
+
+
 @pytest.fixture(scope="module")
 def relift_run(workdir, tmp_path_factory):  # noqa: F811
     run_dir = tmp_path_factory.mktemp("relift")
-    rows = run_trainer(workdir, run_dir, "method=relift", "trainer.save_freq=2")
+    rows = run_trainer(workdir, run_dir, *RELIFT, "trainer.save_freq=2")
     return run_dir, rows
 
 
-def test_relift_takes_sft_rounds_from_its_buffer(relift_run):
+def test_relift_takes_an_sft_round_when_its_buffer_is_full(relift_run):
     run_dir, rows = relift_run
     assert _steps(rows) == [1, 2, 3]
-    rounds = [r["data"]["relift/sft_rounds"] for r in rows]
-    assert rounds == sorted(rounds) and rounds[-1] >= 1
-    for row in rows:
-        data = row["data"]
-        assert 0 <= data["relift/buffer_size"] < 4  # cpu_tiny: chord.relift.buffer_size
-        if "relift/sft_loss" in data:
-            assert data["relift/sft_loss"] > 0
+    data = [r["data"] for r in rows]
+    assert [d["relift/failed_prompts"] for d in data] == [16, 16, 16]
+    assert [d["relift/buffer_size"] for d in data] == [16, 32, 0]
+    assert [d["relift/sft_rounds"] for d in data] == [0, 0, 1]
+    assert "relift/sft_loss" not in data[1] and data[2]["relift/sft_loss"] > 0
+    assert data[2]["actor/pg_loss"] == data[2]["actor/pg_loss"]  # the RL update ran as well
     state = json.loads((run_dir / "checkpoints" / "global_step_2" / "chord_state.json").read_text())
-    assert state["relift_buffer"]["rounds"] == rounds[1]
+    assert state["relift_buffer"]["rounds"] == 0 and len(state["relift_buffer"]["entries"]) == 32
 
 
 def test_relift_resume_gives_the_same_sft_rounds(relift_run, workdir, tmp_path):  # noqa: F811
@@ -76,7 +80,7 @@ def test_relift_resume_gives_the_same_sft_rounds(relift_run, workdir, tmp_path):
     (resumed_dir / "checkpoints").mkdir(parents=True)
     shutil.copytree(run_dir / "checkpoints" / "global_step_2", resumed_dir / "checkpoints" / "global_step_2")
     (resumed_dir / "checkpoints" / "latest_checkpointed_iteration.txt").write_text("2")
-    resumed = run_trainer(workdir, resumed_dir, "method=relift", "trainer.save_freq=-1")
+    resumed = run_trainer(workdir, resumed_dir, *RELIFT, "trainer.save_freq=-1")
     assert _steps(resumed) == [STEPS]
-    for key in ("relift/sft_rounds", "relift/buffer_size", "relift/failed_prompts"):
+    for key in ("relift/sft_rounds", "relift/buffer_size", "relift/sft_fingerprint"):
         assert resumed[0]["data"][key] == rows[-1]["data"][key], key
