@@ -40,7 +40,7 @@ import torch
 
 from chord.losses._common import masked_mean, to_floats, zero_masked
 from chord.losses.aggregation import AGG_MODES, Normalizer, aggregate_checked
-from chord.losses.combined import _add_regularizers, _check_regularizer
+from chord.losses.combined import _add_regularizers, _check_horizon, _check_regularizer
 from chord.losses.policy import ClipConfig, check_policy_inputs, policy_core
 from chord.losses.sft import weighted_nll_core
 from chord.tensor_checks import check_choice, check_float_tensor, check_mask, check_number, check_row_flags
@@ -78,6 +78,7 @@ def hpt_loss(
     entropy_coeff: float = 0.0,
     kl: torch.Tensor | None = None,
     kl_coef: float = 0.0,
+    horizon: int | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """HPT: ``L_GRPO(active rollouts) + sft_coef * NLL(active demonstrations)`` (module doc).
 
@@ -101,7 +102,10 @@ def hpt_loss(
     on_rows, ex_rows = act & ~expert, act & expert
     on_mask, ex_mask = _row_mask(m, on_rows), _row_mask(m, ex_rows)
 
-    pg, pg_metrics = policy_core(lp, old, adv, on_mask, clip, agg, pg_normalizer, "pg_normalizer")
+    horizon = _check_horizon(horizon)
+    pg, pg_metrics = policy_core(
+        lp, old, adv, on_mask, clip, agg, pg_normalizer, "pg_normalizer", horizon=horizon
+    )
     sft, sft_metrics = weighted_nll_core(
         lp,
         ex_mask,
@@ -110,11 +114,12 @@ def hpt_loss(
         agg=agg,
         normalizer=sft_normalizer,
         normalizer_name="sft_normalizer",
+        horizon=horizon,
     )
     loss = pg + sft_coef * sft
     objective = loss.detach()
     loss, reg_metrics = _add_regularizers(
-        loss, ent, entropy_coeff, kld, kl_coef, on_mask, agg, pg_normalizer, 1.0, None
+        loss, ent, entropy_coeff, kld, kl_coef, on_mask, agg, pg_normalizer, 1.0, horizon
     )
     metrics = {
         "hpt_loss": objective,
@@ -155,6 +160,7 @@ def srft_loss(
     entropy_coeff: float = 0.0,
     kl: torch.Tensor | None = None,
     kl_coef: float = 0.0,
+    horizon: int | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """SRFT's three likelihood terms over demonstrations, correct and incorrect own rollouts (module doc).
 
@@ -189,6 +195,7 @@ def srft_loss(
     right = check_row_flags("correct", correct, shape[0])
     kld = _check_regularizer("kl", kl, kl_coef, shape)
     check_number("entropy_coeff", entropy_coeff)
+    horizon = _check_horizon(horizon)
     demo_mask, pos_mask, neg_mask = srft_row_masks(m, expert, right)
     on_mask = pos_mask + neg_mask
 
@@ -202,15 +209,21 @@ def srft_loss(
         agg=agg,
         normalizer=sft_normalizer,
         normalizer_name="sft_normalizer",
+        horizon=horizon,
     )
     pos_weight = positive_coef * torch.exp(float(positive_entropy_sign) * h)
     lp_pos = zero_masked(lp, pos_mask)
     positive = aggregate_checked(
-        -pos_weight * lp_pos, pos_mask, agg, positive_normalizer, normalizer_name="positive_normalizer"
+        -pos_weight * lp_pos,
+        pos_mask,
+        agg,
+        positive_normalizer,
+        horizon=horizon,
+        normalizer_name="positive_normalizer",
     )
     lp_neg = zero_masked(lp, neg_mask)
     negative = negative_coef * aggregate_checked(
-        lp_neg, neg_mask, agg, negative_normalizer, normalizer_name="negative_normalizer"
+        lp_neg, neg_mask, agg, negative_normalizer, horizon=horizon, normalizer_name="negative_normalizer"
     )
     loss = sft + positive + negative
     objective = loss.detach()
@@ -225,7 +238,7 @@ def srft_loss(
         agg,
         regularizer_normalizer,
         1.0,
-        None,
+        horizon,
     )
     metrics = {
         "srft_loss": objective,

@@ -80,8 +80,9 @@ def response_key(chord: Any) -> str:
 
 
 # verl settings the hybrid losses do not honour: only these values are accepted (None: absent).
+# (Rollout correction's IS weights and rejection would apply to rollouts that HPT/SRFT/ReLIFT
+# train with other terms; `loss_scale_factor` is honoured: `horizon` of every hybrid term.)
 SUPPORTED_HYBRID_SETTINGS: dict[str, tuple[Any, ...]] = {
-    "actor_rollout_ref.actor.loss_scale_factor": (None,),
     "algorithm.rollout_correction.rollout_is": (None,),
     "algorithm.rollout_correction.rollout_rs": (None,),
 }

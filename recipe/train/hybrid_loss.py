@@ -64,6 +64,7 @@ def hybrid_loss(
             agg=common["agg"],
             pg_normalizer=pg_norm,
             sft_normalizer=sft_norm,
+            horizon=common["horizon"],
             **regularizers,
         )
     if loss_name == "srft":
@@ -90,6 +91,7 @@ def hybrid_loss(
             entropy_coeff=regularizers["entropy_coeff"],
             kl=regularizers["kl"],
             kl_coef=regularizers["kl_coef"],
+            horizon=common["horizon"],
         )
     if loss_name == "relift":
         return chord_loss(
