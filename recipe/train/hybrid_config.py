@@ -116,3 +116,11 @@ def check_hybrid_settings(config: Any, chord: Any) -> None:
                 f"chord.relift.buffer_size: {chord.relift.buffer_size} rows of the SFT-only update must "
                 f"divide over {dp} data-parallel ranks"
             )
+        actor = config.actor_rollout_ref.actor
+        micro = actor.get("ppo_micro_batch_size_per_gpu")
+        if not actor.use_dynamic_bsz and micro and (chord.relift.buffer_size // dp) % micro:
+            raise ValueError(
+                "chord.relift.buffer_size / actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu: each "
+                f"rank's {chord.relift.buffer_size // dp} rows of the SFT-only update are not a multiple "
+                f"of {micro}"
+            )

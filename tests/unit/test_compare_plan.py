@@ -141,3 +141,21 @@ def test_micro_batch_override_only_when_a_rank_mini_batch_does_not_divide():
         micro_batch_override(_config("luffy", 12))
         == "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=10"
     )
+
+
+# --- hybrids (HPT, SRFT, ReLIFT) ---------------------------------------------------------------
+
+
+def test_the_hybrids_are_compare_methods_with_their_row_arithmetic():
+    assert {"hpt", "srft", "relift"} <= set(preset_methods())
+    # HPT and SRFT: one demonstration row per prompt, as LUFFY (16 + 64 rows -> 10 per rank and
+    # mini-batch); ReLIFT's step update has the rollout rows alone (8 per rank and mini-batch).
+    for method in ("hpt", "srft"):
+        assert (
+            micro_batch_override(_config(method, 12))
+            == "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=10"
+        )
+    assert (
+        micro_batch_override(_config("relift", 12))
+        == "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=8"
+    )
