@@ -26,12 +26,15 @@ update does not depend on how rows fall into micro-batches or ranks.
           + c_neg * agg(logp, incorrect own rollouts)
           - c_ent * H + c_kl * KL  (own rollouts)
 
-  with paper defaults ``c_demo = 0.5``, ``c_pos = 0.1``, ``c_neg = 1`` and ``s = +1``
-  (``chord.srft.positive_entropy_sign``). The paper's text (section 4, "entropy-aware weighting")
-  could not be read from this project's sources when this was written: the sign ``s`` is a
-  config key, and the per-sequence reading of ``H`` follows the project's notes
-  (ALGORITHMS.md, "Newer hybrids"). Incorrect rollouts have their likelihood pushed down
-  (``+log p`` minimised), correct ones pulled up like demonstrations.
+  with defaults ``c_demo = 0.5``, ``c_pos = 0.1``, ``c_neg = 1`` and ``s = +1``
+  (``chord.srft.positive_entropy_sign``). The paper's own text could not be read when this was
+  written (the stored copies reachable from here held only its abstract and third-party
+  summaries, none with the weight formulas), so no section is cited: the sign ``s`` is a config
+  key (its default +1 is unverified; the project's notes say the paper and a reimplementation
+  differ), and ``H`` is read per sequence as in the project's notes (ALGORITHMS.md, "Newer
+  hybrids"). The paper's off-policy policy-gradient term on demonstrations, if it has one, is
+  not included. Incorrect rollouts have their likelihood pushed down (``+log p`` minimised),
+  correct ones pulled up like demonstrations.
 """
 
 from __future__ import annotations

@@ -38,7 +38,8 @@ class SrftConfig:
     demo_coef: float = 0.5
     positive_coef: float = 0.1
     negative_coef: float = 1.0
-    # The sign of the exponent on correct rollouts; see chord.losses.hybrids (not read from the paper).
+    # The sign of the exponent on correct rollouts: +1 unverified against the paper's text, which
+    # could not be read here (chord.losses.hybrids); -1 gives the other reading.
     positive_entropy_sign: int = 1
     correct_threshold: float = 1.0
     response_key: str = "expert_response"
