@@ -137,6 +137,7 @@ def test_hybrid_gpu_presets_select_their_method_and_pass_the_start_up_checks(met
         assert (cfg.data.train_batch_size, cfg.actor_rollout_ref.rollout.n) == (128, 8)
         assert cfg.actor_rollout_ref.actor.optim.lr == pytest.approx(5e-6)
         assert cfg.trainer.total_training_steps == 500 and chord.hpt.gate == 0
+        assert cfg.algorithm.norm_adv_by_std_in_grpo is False
     if method == "srft":
         assert cfg.actor_rollout_ref.actor.calculate_entropy is True
         assert (chord.srft.demo_coef, chord.srft.positive_coef) == (0.5, 0.1)
