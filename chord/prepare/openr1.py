@@ -16,6 +16,12 @@ Problems (rows) are first filtered, then put in one seeded random order:
 Both user turns are `math_user_turn(problem)`: the instruction the traces were generated
 with, a newline, the problem. RL ground truth is the canonical integer string.
 
+`paired` (`--paired`, for LUFFY, HPT, SRFT and ReLIFT): each RL prompt also keeps one of its
+own usable generations (the expert rule above) as `extra_info.expert_response`; RL problems
+without one are dropped (`rl_paired_without_usable_generation`), and in this mode the RL
+eligibility counts cover the problems walked until `num_rl` were found. The expert file and
+the disjointness of the two sets stay as in the default (CHORD's) split.
+
 Fewer qualifying problems than asked raise InsufficientDataError, unless `allow_fewer`
 (writes what exists, with a warning). Counts of everything dropped are printed and returned.
 
@@ -23,7 +29,7 @@ Usage::
 
     chord-prepare-openr1 --source open-r1/OpenR1-Math-220k --out-dir data/openr1 \\
         [--config default] [--split train] [--num-expert 5000] [--num-rl 20000] [--seed 0] \\
-        [--tokenizer PATH] [--max-tokens 8192] [--allow-fewer]
+        [--tokenizer PATH] [--max-tokens 8192] [--allow-fewer] [--paired]
 """
 
 from __future__ import annotations
@@ -165,6 +171,7 @@ def prepare_openr1(
     allow_fewer: bool = False,
     expert_name: str = "expert.parquet",
     rl_name: str = "train.parquet",
+    paired: bool = False,
 ) -> PrepareResult:
     """Write `out_dir/expert_name` (messages schema) and `out_dir/rl_name` (verl RL prompts).
 
@@ -218,6 +225,19 @@ def prepare_openr1(
         if p.num_generations < 2:
             counts.drop("rl_fewer_than_2_generations")
             continue
+        extra_info = {"uuid": p.uuid, "problem_source": p.source, "source_row": p.row}
+        if paired:  # the prompt's own verified-correct generation is its demonstration
+            if len(rl_rows) >= num_rl:
+                break  # reading generations is what costs: stop once enough were found
+            text = (
+                _pick_generation(p, dataset, source, rng, count_tokens, max_tokens, counts)
+                if p.correct
+                else None
+            )
+            if text is None:
+                counts.drop("rl_paired_without_usable_generation")
+                continue
+            extra_info["expert_response"] = text
         rl_eligible += 1
         if len(rl_rows) >= num_rl:
             continue  # eligible but not needed
@@ -227,13 +247,7 @@ def prepare_openr1(
                 prompt=[{"role": "user", "content": math_user_turn(p.problem)}],
                 ground_truth=answer,
                 ability="math",
-                extra_info={
-                    "split": "train",
-                    "index": len(rl_rows),
-                    "uuid": p.uuid,
-                    "problem_source": p.source,
-                    "source_row": p.row,
-                },
+                extra_info={"split": "train", "index": len(rl_rows), **extra_info},
             )
         )
     counts.total("rl_eligible_problems", rl_eligible)
@@ -274,6 +288,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--allow-fewer", action="store_true", help="write what qualifies if too few")
     parser.add_argument("--expert-name", default="expert.parquet")
     parser.add_argument("--rl-name", default="train.parquet")
+    parser.add_argument(
+        "--paired", action="store_true", help="keep a verified-correct generation with each RL prompt"
+    )
     args = parser.parse_args(argv)
     try:
         prepare_openr1(
@@ -289,6 +306,7 @@ def main(argv: list[str] | None = None) -> None:
             allow_fewer=args.allow_fewer,
             expert_name=args.expert_name,
             rl_name=args.rl_name,
+            paired=args.paired,
         )
     except (ValueError, FileNotFoundError) as exc:  # data problems: a message, not a traceback
         parser.exit(1, f"error: {exc}\n")

@@ -14,6 +14,10 @@ BFCL-style test set: same format as the RL prompts, `extra_info.split` "test"), 
 `num_expert` expert rows, then `num_rl` RL prompts. data_source is "toolace" everywhere, which
 `chord.rewards` scores with the exact-call-match reward.
 
+`paired` (`--paired`, for LUFFY, HPT, SRFT and ReLIFT): each RL prompt also carries its
+reference call, which scores 1 under the exact-call-match reward, as
+`extra_info.expert_response`; the splits stay disjoint as above.
+
 Outputs (in `out_dir`): `train.parquet` (RL prompts: system + user), `expert.parquet`
 (messages: system, user, assistant call), `eval.parquet` (only if `num_eval` > 0). The tools
 are not repeated in a `tools` column: they are already in the system prompt.
@@ -22,7 +26,7 @@ Usage::
 
     chord-prepare-toolace --source Team-ACE/ToolACE --out-dir data/toolace \\
         [--num-rl 5000] [--num-expert 500] [--num-eval 0] [--seed 0] [--include-multi-turn] \\
-        [--allow-fewer]
+        [--allow-fewer] [--paired]
 """
 
 from __future__ import annotations
@@ -90,17 +94,22 @@ def _prompt(s: dict) -> list[dict[str, str]]:
     return [{"role": "system", "content": s["system"]}, {"role": "user", "content": s["user"]}]
 
 
-def _rl_rows(samples: list[dict], split: str) -> list[dict[str, Any]]:
-    return [
-        rl_row(
-            data_source=DATA_SOURCE,
-            prompt=_prompt(s),
-            ground_truth=s["call"],
-            ability="tool_use",
-            extra_info={"split": split, "index": i, "num_calls": s["num_calls"], "source_row": s["row"]},
+def _rl_rows(samples: list[dict], split: str, paired: bool = False) -> list[dict[str, Any]]:
+    rows = []
+    for i, s in enumerate(samples):
+        extra_info = {"split": split, "index": i, "num_calls": s["num_calls"], "source_row": s["row"]}
+        if paired:
+            extra_info["expert_response"] = s["call"]
+        rows.append(
+            rl_row(
+                data_source=DATA_SOURCE,
+                prompt=_prompt(s),
+                ground_truth=s["call"],
+                ability="tool_use",
+                extra_info=extra_info,
+            )
         )
-        for i, s in enumerate(samples)
-    ]
+    return rows
 
 
 def prepare_toolace(
@@ -115,6 +124,7 @@ def prepare_toolace(
     seed: int = 0,
     include_multi_turn: bool = False,
     allow_fewer: bool = False,
+    paired: bool = False,
 ) -> PrepareResult:
     """Write `train.parquet`, `expert.parquet` and (if `num_eval`) `eval.parquet` to `out_dir`.
 
@@ -156,7 +166,7 @@ def prepare_toolace(
     out = Path(out_dir)
     paths: dict[str, Path] = {}
     if rl_samples:
-        paths["rl"] = write_rl_parquet(_rl_rows(rl_samples, "train"), out / "train.parquet")
+        paths["rl"] = write_rl_parquet(_rl_rows(rl_samples, "train", paired), out / "train.parquet")
     if expert_samples:
         rows = [
             expert_row(
@@ -190,6 +200,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--include-multi-turn", action="store_true")
     parser.add_argument("--allow-fewer", action="store_true", help="write what qualifies if too few")
+    parser.add_argument("--paired", action="store_true", help="keep the reference call with each RL prompt")
     args = parser.parse_args(argv)
     try:
         prepare_toolace(
@@ -203,6 +214,7 @@ def main(argv: list[str] | None = None) -> None:
             seed=args.seed,
             include_multi_turn=args.include_multi_turn,
             allow_fewer=args.allow_fewer,
+            paired=args.paired,
         )
     except (ValueError, FileNotFoundError) as exc:  # data problems: a message, not a traceback
         parser.exit(1, f"error: {exc}\n")

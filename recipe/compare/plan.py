@@ -182,13 +182,14 @@ def rows_per_rank_mini_batch(cfg: Any) -> int:
     from omegaconf import OmegaConf
 
     from recipe.train.config import load_chord_config
+    from recipe.train.hybrid_config import PAIRED_LOSSES
 
     actor = cfg.actor_rollout_ref.actor
     n = cfg.actor_rollout_ref.rollout.n
     rollout_rows = cfg.data.train_batch_size * n
     chord = load_chord_config(OmegaConf.to_container(cfg.chord, resolve=True))
     expert_rows = chord.expert_rows(rollout_rows)
-    if chord.spec.loss == "luffy":  # as ChordRayTrainer: one expert trace per prompt joins its group
+    if chord.spec.loss in PAIRED_LOSSES:  # as ChordRayTrainer: one expert trace per prompt (LUFFY, HPT, SRFT)
         expert_rows = cfg.data.train_batch_size
     num_mini_batch = rollout_rows // (actor.ppo_mini_batch_size * n)
     dp = cfg.trainer.n_gpus_per_node * cfg.trainer.nnodes // actor.get("ulysses_sequence_parallel_size", 1)

@@ -41,6 +41,8 @@ from verl.workers.utils.padding import no_padding_2_padding
 from chord.losses import chord_loss, chord_normalizers, luffy_loss
 from chord.losses.sft import IW_WEIGHTINGS, iw_weight_sums
 from recipe.train.config import ChordConfig
+from recipe.train.hybrid_config import HYBRID_LOSSES
+from recipe.train.hybrid_loss import ACTIVE, CORRECT, NEG_NORMALIZER, POS_NORMALIZER, POS_TOKENS, hybrid_loss
 
 # Keys the driver puts in the batch (per row) and the worker / driver put in its meta (scalars).
 IS_EXPERT = "is_expert"
@@ -55,6 +57,8 @@ IW_WEIGHT_SUM = "chord_iw_weight_sum"
 IW_COUNT = "chord_iw_count"
 # The order of `mini_batch_sums`: one vector, one all-reduce.
 SUM_KEYS = (PG_NORMALIZER, SFT_NORMALIZER, ON_POLICY_TOKENS, EXPERT_TOKENS, IW_WEIGHT_SUM, IW_COUNT)
+# The hybrids' (recipe.train.hybrid_loss): SRFT's correct / incorrect rollouts' counts.
+SUM_KEYS += (POS_NORMALIZER, NEG_NORMALIZER, POS_TOKENS)
 
 # Terms divided by a global count add up over micro-batches and ranks.
 _SUMMED = {"pg_loss", "sft_loss", "chord_loss", "luffy_loss", "offpolicy_loss", "entropy_loss", "kl_loss"}
@@ -63,6 +67,11 @@ _ON_POLICY_MEANS = {"pg_clipfrac", "pg_clipfrac_lower", "ppo_kl"}
 _EXPERT_MEANS = {"expert_p_mean", "sft_weight_mean", "phi_mean"}
 _MAXIMA = {"sft_weight_max"}
 _DRIVER_LOGGED = {"mu", "expert_rows", "on_policy_rows", "expert_tokens", "on_policy_tokens"}
+# The hybrids' metrics (recipe.train.hybrid_loss); means over SRFT's correct-rollout tokens.
+_SUMMED |= {"hpt_loss", "srft_loss", "srft_positive_loss", "srft_negative_loss"}
+_EXPERT_MEANS |= {"srft_demo_entropy"}
+_POSITIVE_MEANS = {"srft_positive_weight_mean"}
+_DRIVER_LOGGED |= {"positive_rows", "positive_tokens"}
 
 
 def needs_iw_sums(chord: ChordConfig) -> bool:
@@ -73,7 +82,7 @@ def needs_iw_sums(chord: ChordConfig) -> bool:
 def mini_batch_sums(
     data: TensorDict, chord: ChordConfig, agg: str, logp: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """This rank's share of the mini-batch sums `SUM_KEYS` (float64 ``[6]``), to be summed over ranks.
+    """This rank's share of the mini-batch sums `SUM_KEYS` (float64 ``[9]``), to be summed over ranks.
 
     `data` is the rank's mini-batch (verl's no-padding layout). For `needs_iw_sums`, `logp`
     (``[B, T]``, aligned with the padded `response_mask`) is the policy's log-probs at the start
@@ -81,15 +90,24 @@ def mini_batch_sums(
     expert rows and their count (rows, or tokens for `iw_token`).
     """
     fields = ["response_mask", IS_EXPERT]
-    for optional in ("ref_log_prob", QUALITY):
+    for optional in ("ref_log_prob", QUALITY, ACTIVE, CORRECT):
         if optional in data:
             fields.append(optional)
     batch = data.select(*fields).to_padded_tensor()
     mask = batch["response_mask"].to(torch.float32)
+    if ACTIVE in batch.keys():  # rows carried along that take part in no term (HPT)
+        mask = mask * batch[ACTIVE].to(mask.dtype).unsqueeze(-1)
     is_expert = batch[IS_EXPERT].to(torch.bool)
     pg, sft = chord_normalizers(mask, is_expert, agg)
     ex_mask = mask * is_expert.to(mask.dtype).unsqueeze(-1)
     sums = [pg, sft, (mask - ex_mask).sum(), ex_mask.sum()]
+    hybrid_sums = [0.0, 0.0, 0.0]
+    if CORRECT in batch.keys():  # SRFT: correct / incorrect own rollouts
+        correct = batch[CORRECT].to(torch.bool) & ~is_expert
+        # chord_normalizers(m, flags) counts (rows without the flag, rows with it): flag = incorrect
+        pos, neg = chord_normalizers(mask - ex_mask, ~correct, agg)
+        pos_mask = (mask - ex_mask) * correct.to(mask.dtype).unsqueeze(-1)
+        hybrid_sums = [float(pos), float(neg), float(pos_mask.sum())]
     weight_sum = count = 0.0
     if needs_iw_sums(chord):
         if logp is None or "ref_log_prob" not in batch.keys():
@@ -105,7 +123,7 @@ def mini_batch_sums(
             temp=chord.iw.temp,
             w_max=chord.iw.w_max,
         )
-    values = [float(x) for x in sums] + [weight_sum, count]
+    values = [float(x) for x in sums] + [weight_sum, count] + hybrid_sums
     return torch.tensor(values, dtype=torch.float64)
 
 
@@ -133,7 +151,7 @@ def chord_actor_loss(
     sft_norm = float(data[SFT_NORMALIZER])
 
     fields = ["response_mask", "old_log_probs", "advantages", IS_EXPERT]
-    for optional in ("ref_log_prob", QUALITY, ROLLOUT_IS_WEIGHTS):
+    for optional in ("ref_log_prob", QUALITY, ROLLOUT_IS_WEIGHTS, ACTIVE, CORRECT):
         if optional in data:
             fields.append(optional)
     batch = data.select(*fields).to_padded_tensor()
@@ -160,7 +178,12 @@ def chord_actor_loss(
         "horizon": config.loss_scale_factor,  # verl: T of seq-mean-token-sum-norm (None: padded width)
         "pg_token_weights": batch.get(ROLLOUT_IS_WEIGHTS, None),
     }
-    if chord.spec.loss == "luffy":  # one objective over all rows, one normaliser
+    if chord.spec.loss in HYBRID_LOSSES:
+        loss, raw = hybrid_loss(
+            chord, log_prob, entropy, batch, data, mu=mu, pg_norm=pg_norm, sft_norm=sft_norm,
+            common=common, regularizers=regularizers,
+        )  # fmt: skip
+    elif chord.spec.loss == "luffy":  # one objective over all rows, one normaliser
         loss, raw = luffy_loss(
             log_prob,
             batch["old_log_probs"],
@@ -219,6 +242,8 @@ def _metrics(config: ActorConfig, raw: dict[str, float], data: TensorDict, dp_si
             share = _share(value, raw["on_policy_tokens"], on_total, dp_size)
         elif key in _EXPERT_MEANS:
             share = _share(value, raw["expert_tokens"], ex_total, dp_size)
+        elif key in _POSITIVE_MEANS:
+            share = _share(value, raw["positive_tokens"], float(data[POS_TOKENS]), dp_size)
         else:
             raise KeyError(f"chord_actor_loss: no aggregation rule for metric {key!r}")
         metrics[f"actor/{key}"] = Metric(value=share, aggregation=AggregationType.SUM)

@@ -14,6 +14,14 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from chord.schedules import build_mu_schedule
+from recipe.train.hybrid_config import (
+    PAIRED_LOSSES,
+    HptConfig,
+    ReliftConfig,
+    SrftConfig,
+    check_hybrid_settings,
+    validate_hybrid_config,
+)
 
 
 @dataclass(frozen=True)
@@ -39,6 +47,10 @@ VARIANTS: dict[str, VariantSpec] = {
     "iw_token": VariantSpec(sft_weighting="iw_token", uses_expert=True, needs_ref_logp=True),
     # LUFFY: each prompt's expert response (from the RL data) joins its GRPO group; no mu.
     "luffy": VariantSpec(sft_weighting=None, uses_expert=False, loss="luffy"),
+    # The newer hybrids (recipe.train.hybrids): demonstrations paired with the RL prompts.
+    "hpt": VariantSpec(sft_weighting=None, uses_expert=False, loss="hpt"),
+    "srft": VariantSpec(sft_weighting=None, uses_expert=False, loss="srft"),
+    "relift": VariantSpec(sft_weighting=None, uses_expert=False, loss="relift"),
 }
 
 
@@ -133,6 +145,9 @@ class ChordConfig:
     sft: SFTConfig = field(default_factory=SFTConfig)
     iw: IWConfig = field(default_factory=IWConfig)
     luffy: LuffyConfig = field(default_factory=LuffyConfig)
+    hpt: HptConfig = field(default_factory=HptConfig)
+    srft: SrftConfig = field(default_factory=SrftConfig)
+    relift: ReliftConfig = field(default_factory=ReliftConfig)
     # A non-finite loss or gradient: "stop" the run naming term, step and rows (the last
     # checkpoint stays the resume point), or "skip" that optimizer step (chord/nonfinite_skipped).
     on_nonfinite: str = "stop"
@@ -161,8 +176,8 @@ class ChordConfig:
 
 
 def expert_rows_per_step(config: Any, chord: ChordConfig) -> int:
-    """Expert rows merged into each step, for the whole verl `config` (LUFFY: one per prompt)."""
-    if chord.spec.loss == "luffy":
+    """Expert rows merged into each step, for the whole verl `config` (LUFFY, HPT, SRFT: one per prompt)."""
+    if chord.spec.loss in PAIRED_LOSSES:
         return int(config.data.train_batch_size)
     return chord.expert_rows(int(config.data.train_batch_size) * int(config.actor_rollout_ref.rollout.n))
 
@@ -197,14 +212,14 @@ def check_batch_arithmetic(config: Any, chord: ChordConfig) -> None:
 
 
 def _expert_key(chord: ChordConfig) -> str:
-    if chord.spec.loss == "luffy":
-        return "data.train_batch_size (LUFFY: one expert row per prompt)"
+    if chord.spec.loss in PAIRED_LOSSES:
+        return f"data.train_batch_size ({chord.variant}: one expert row per prompt)"
     return "chord.expert.ratio" if chord.expert.rows_per_step is None else "chord.expert.rows_per_step"
 
 
 def _nearby(chord: ChordConfig, rows: int, blocks: int, rollout_rows: int) -> str:
     """``"; X or Y would"``: the settings next to `rows` giving a multiple of `blocks` expert rows."""
-    if chord.spec.loss == "luffy":
+    if chord.spec.loss in PAIRED_LOSSES:
         return ""
     below = rows // blocks * blocks
     counts = [c for c in (below, below + blocks) if c > 0]
@@ -251,6 +266,7 @@ def check_verl_settings(config: Any, chord: ChordConfig) -> None:
                 f"{key}: {value!r} is not supported by chord-train's actor loss "
                 f"(variant {chord.variant!r}); supported: {options}"
             )
+    check_hybrid_settings(config, chord)
 
 
 def load_chord_config(cfg: DictConfig | dict | None) -> ChordConfig:
@@ -301,3 +317,4 @@ def _validate(chord: ChordConfig) -> None:
         raise ValueError(f"chord.on_nonfinite: expected stop or skip, got {chord.on_nonfinite!r}")
     if chord.luffy.gamma <= 0:
         raise ValueError(f"chord.luffy.gamma: must be > 0, got {chord.luffy.gamma}")
+    validate_hybrid_config(chord)

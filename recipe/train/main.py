@@ -26,6 +26,7 @@ from recipe.train.config import (
     expert_rows_per_step,
     load_chord_config,
 )
+from recipe.train.hybrid_config import apply_hybrid_settings
 from recipe.train.stops import EXIT_CODE, ChordStop, find_cause
 
 CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
@@ -52,6 +53,7 @@ def prepare_config(config: DictConfig) -> ChordConfig:
         with open_dict(config):
             actor.use_kl_loss = True
             actor.kl_loss_coef = 0.0
+    apply_hybrid_settings(config, chord)
     check_verl_settings(config, chord)
     checkpoint = actor.get("checkpoint") or {}
     if checkpoint.get("async_save", False):

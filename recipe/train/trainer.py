@@ -60,6 +60,7 @@ from recipe.train.checkpoints import (
     write_state,
 )
 from recipe.train.config import ChordConfig, check_batch_arithmetic, expert_rows_per_step
+from recipe.train.hybrids import HybridsMixin
 from recipe.train.nonfinite import GLOBAL_STEP, ROW_ID, NonFiniteUpdate, describe
 from recipe.train.stops import ChordStop, NonFiniteStop, WorkerDiedStop, dead_worker_message, find_cause
 from recipe.train.workers import NONFINITE_SKIPPED, NUM_MINI_BATCH
@@ -93,7 +94,7 @@ def build_expert_buffer(config: Any, chord: ChordConfig, tokenizer: Any) -> Expe
     )
 
 
-class ChordRayTrainer(RayPPOTrainer):
+class ChordRayTrainer(HybridsMixin, RayPPOTrainer):
     def __init__(self, *args: Any, chord: ChordConfig, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.chord = chord
@@ -107,6 +108,7 @@ class ChordRayTrainer(RayPPOTrainer):
         self._expert_row_names: list[str] = []
         self.nonfinite_skipped_total = 0
         self._uncommitted: tuple[int, str, dict] | None = None  # (step, folder, chord state)
+        self._init_hybrids()  # HPT, SRFT, ReLIFT (recipe.train.hybrids)
         if self.expert_rows > 0 and chord.spec.uses_expert:
             self.expert_buffer = build_expert_buffer(self.config, chord, self.tokenizer)
             if chord.expert.prefetch:  # step 1's rows, built while the workers start
@@ -172,8 +174,21 @@ class ChordRayTrainer(RayPPOTrainer):
         with marked_timer("chord_merge", self._merge_timing):
             mu = self.current_mu(batch)
             merged, chord_metrics = self._merge_expert_rows(batch, mu)
+        output = self._verl_update_actor(merged)
+        metrics = output.meta_info["metrics"]
+        actor = self.config.actor_rollout_ref.actor
+        optimizer_steps = merged.meta_info[NUM_MINI_BATCH] * int(actor.get("ppo_epochs", 1))
+        chord_metrics.update(self._count_skipped(metrics, optimizer_steps))
+        if self.relift_buffer is not None:  # ReLIFT: its SFT-only update follows the RL update
+            chord_metrics.update(self._relift_after_update(batch, merged))
+        metrics.update(chord_metrics)
+        metrics.update({f"timing_s/{k}": v for k, v in self._merge_timing.items()})
+        return output
+
+    def _verl_update_actor(self, merged: DataProto) -> DataProto:
+        """verl's `_update_actor`; a non-finite update becomes a named `NonFiniteStop`."""
         try:
-            output = super()._update_actor(merged)
+            return super()._update_actor(merged)
         except Exception as exc:
             update = find_cause(exc, NonFiniteUpdate)
             if update is None:
@@ -184,18 +199,18 @@ class ChordRayTrainer(RayPPOTrainer):
                 + self._resume_hint()
                 + " (chord.on_nonfinite=skip skips such updates instead)"
             ) from exc
-        metrics = output.meta_info["metrics"]
+
+    def _count_skipped(self, metrics: dict, optimizer_steps: int) -> dict[str, float]:
+        """Pop the worker's skipped-update flags from `metrics`; the step's and the run's counts."""
         skipped = metrics.pop(f"actor/{NONFINITE_SKIPPED}", None)
-        if skipped is not None:
-            actor = self.config.actor_rollout_ref.actor
-            optimizer_steps = merged.meta_info[NUM_MINI_BATCH] * int(actor.get("ppo_epochs", 1))
-            count = int(round(float(np.mean(skipped)) * optimizer_steps))
-            self.nonfinite_skipped_total += count
-            chord_metrics["chord/nonfinite_skipped"] = float(count)
-            chord_metrics["chord/nonfinite_skipped_total"] = float(self.nonfinite_skipped_total)
-        metrics.update(chord_metrics)
-        metrics.update({f"timing_s/{k}": v for k, v in self._merge_timing.items()})
-        return output
+        if skipped is None:
+            return {}
+        count = int(round(float(np.mean(skipped)) * optimizer_steps))
+        self.nonfinite_skipped_total += count
+        return {
+            "chord/nonfinite_skipped": float(count),
+            "chord/nonfinite_skipped_total": float(self.nonfinite_skipped_total),
+        }
 
     def _timed(self, part: str):
         """A timer adding to this step's `timing_s/chord_merge/<part>`."""
@@ -218,6 +233,8 @@ class ChordRayTrainer(RayPPOTrainer):
         if self.expert_rows:
             if self.chord.spec.loss == "luffy":
                 expert, expert_metrics = self._luffy_rows(batch, on_policy)
+            elif self.chord.spec.loss in ("hpt", "srft"):  # recipe.train.hybrids
+                expert, expert_metrics = self._hybrid_rows(batch, on_policy)
             else:
                 expert, expert_metrics = self._expert_dataproto(on_policy)
             metrics.update(expert_metrics)
@@ -397,6 +414,7 @@ class ChordRayTrainer(RayPPOTrainer):
             "expert_buffer": None,
             "expert_files": None,
             "nonfinite_skipped_total": self.nonfinite_skipped_total,
+            **self._hybrid_state(),
         }
         if self.expert_buffer is not None:
             from chord.data.fingerprint import file_fingerprints
@@ -431,6 +449,7 @@ class ChordRayTrainer(RayPPOTrainer):
         path = os.path.join(folder, STATE_FILE)
         state = read_state(folder)
         self.nonfinite_skipped_total = int(state.get("nonfinite_skipped_total", 0))
+        self._restore_hybrid_state(state, path)
         if self.expert_buffer is None:
             return
         if state.get("expert_buffer") is None:

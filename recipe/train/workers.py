@@ -48,6 +48,7 @@ from recipe.train.actor_loss import (
     needs_iw_sums,
 )
 from recipe.train.config import ChordConfig, load_chord_config
+from recipe.train.hybrid_loss import SFT_ONLY
 from recipe.train.nonfinite import (
     GLOBAL_STEP,
     check_before_step,
@@ -150,6 +151,10 @@ class ChordTrainingWorker(TrainingWorker):
 
     def train_batch(self, data: TensorDict) -> TensorDict:
         self._step = int(tu.get_non_tensor_data(data, GLOBAL_STEP, default=0) or 0)
+        if tu.get_non_tensor_data(
+            data, SFT_ONLY, default=False
+        ):  # ReLIFT: the LR schedule is the RL update's
+            tu.assign_non_tensor(data, update_lr_scheduler=False)
         skipped = self._skipped
         if IS_EXPERT in data:
             with simple_timer("chord_normalizer", self._timing):

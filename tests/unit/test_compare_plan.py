@@ -154,3 +154,21 @@ def test_seed_values_run_order_is_seed_major_and_run_dirs_per_seed(tmp_path):
     assert run_order(["grpo", "sft"], [0, 1]) == [(0, "grpo"), (0, "sft"), (1, "grpo"), (1, "sft")]
     assert method_run_dir(tmp_path, "grpo", 7, 1) == tmp_path / "grpo"  # one seed: the old layout
     assert method_run_dir(tmp_path, "grpo", 7, 3) == tmp_path / "grpo" / "seed7"
+
+
+# --- hybrids (HPT, SRFT, ReLIFT) ---------------------------------------------------------------
+
+
+def test_the_hybrids_are_compare_methods_with_their_row_arithmetic():
+    assert {"hpt", "srft", "relift"} <= set(preset_methods())
+    # HPT and SRFT: one demonstration row per prompt, as LUFFY (16 + 64 rows -> 10 per rank and
+    # mini-batch); ReLIFT's step update has the rollout rows alone (8 per rank and mini-batch).
+    for method in ("hpt", "srft"):
+        assert (
+            micro_batch_override(_config(method, 12))
+            == "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=10"
+        )
+    assert (
+        micro_batch_override(_config("relift", 12))
+        == "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=8"
+    )

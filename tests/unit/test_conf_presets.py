@@ -114,3 +114,32 @@ def test_a_verl_setting_the_loss_cannot_honour_stops_start_up_by_key(monkeypatch
     message = str(err.value)
     assert message.startswith("actor_rollout_ref.actor.policy_loss.loss_mode: 'gspo' is not supported")
     assert message.startswith(CONFIG_ERROR_PREFIXES)  # printed as one line, exit status 2
+
+
+# --- hybrids (HPT, SRFT, ReLIFT) GPU presets ---------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["hpt", "srft", "relift"])
+def test_hybrid_gpu_presets_select_their_method_and_pass_the_start_up_checks(method, monkeypatch):
+    from recipe.train.config import check_batch_arithmetic, check_verl_settings
+    from recipe.train.hybrid_config import apply_hybrid_settings
+
+    monkeypatch.setenv("CHORD_DATA_DIR", "/data")
+    cfg = _compose(f"{method}_math_qwen7b")
+    chord = load_chord_config(OmegaConf.to_container(cfg.chord))
+    assert chord.variant == method
+    assert cfg.actor_rollout_ref.model.path == "Qwen/Qwen2.5-Math-7B"
+    assert cfg.data.train_files == ["/data/openr1_paired/train.parquet"]
+    apply_hybrid_settings(cfg, chord)
+    check_verl_settings(cfg, chord)
+    check_batch_arithmetic(cfg, chord)
+    if method == "hpt":
+        assert (cfg.data.train_batch_size, cfg.actor_rollout_ref.rollout.n) == (128, 8)
+        assert cfg.actor_rollout_ref.actor.optim.lr == pytest.approx(5e-6)
+        assert cfg.trainer.total_training_steps == 500 and chord.hpt.gate == 0
+        assert cfg.algorithm.norm_adv_by_std_in_grpo is False
+    if method == "srft":
+        assert cfg.actor_rollout_ref.actor.calculate_entropy is True
+        assert (chord.srft.demo_coef, chord.srft.positive_coef) == (0.5, 0.1)
+    if method == "relift":
+        assert chord.relift.buffer_size == 128

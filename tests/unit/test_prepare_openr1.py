@@ -227,3 +227,37 @@ def test_reads_a_local_dataset_folder_and_names_a_missing_path(tmp_path):
     assert result.counts["problems_read"] == 30
     with pytest.raises(FileNotFoundError, match="no such file"):
         prepare_openr1(str(tmp_path / "absent.parquet"), tmp_path / "p", num_expert=1, num_rl=0)
+
+
+# --- paired mode (LUFFY, HPT, SRFT, ReLIFT) -----------------------------------------------------
+
+
+def test_paired_mode_keeps_a_verified_generation_with_each_rl_prompt(openr1_file, tmp_path, tiny_model_dir):
+    result = prepare_openr1(
+        str(openr1_file),
+        tmp_path / "out",
+        num_expert=5,
+        num_rl=100,
+        tokenizer=str(tiny_model_dir),
+        max_tokens=2000,
+        allow_fewer=True,
+        paired=True,
+    )
+    expert = pq.read_table(result.paths["expert"]).to_pylist()
+    rl = pq.read_table(result.paths["rl"]).to_pylist()
+    plain = {f"What is {i} + {2 * i + 1}?" for i in range(20)}
+    expert_problems = {_problem_of(r["messages"][0]["content"]) for r in expert}
+    # every RL-eligible plain problem not taken as expert; rows 25 (all wrong) and 26 (all too long)
+    # have no usable generation and are dropped
+    assert len(rl) == len(plain - expert_problems)
+    assert result.counts["dropped/rl_paired_without_usable_generation"] == 2
+    for r in rl:
+        demo, gt = r["extra_info"]["expert_response"], r["reward_model"]["ground_truth"]
+        assert "CORRECT-" in demo and demo.endswith(f"\\boxed{{{gt}}}")
+    assert not expert_problems & {_problem_of(r["prompt"][0]["content"]) for r in rl}
+
+
+def test_default_mode_writes_no_demonstration_with_rl_prompts(openr1_file, tmp_path):
+    result = prepare_openr1(str(openr1_file), tmp_path / "out", num_expert=5, num_rl=10)
+    rl = pq.read_table(result.paths["rl"]).to_pylist()
+    assert all("expert_response" not in r["extra_info"] for r in rl)

@@ -165,3 +165,20 @@ def test_cli(toolace_file, tmp_path, capsys):
     )
     assert "multi_turn: 2" in capsys.readouterr().out
     assert pq.read_metadata(tmp_path / "c" / "expert.parquet").num_rows == 2
+
+
+# --- paired mode (LUFFY, HPT, SRFT, ReLIFT) -----------------------------------------------------
+
+
+def test_paired_mode_keeps_the_reference_call_with_each_rl_prompt(toolace_file, tmp_path):
+    res = prepare_toolace(str(toolace_file), tmp_path / "o", num_rl=6, num_expert=3, num_eval=2, paired=True)
+    rl = pq.read_table(res.paths["rl"]).to_pylist()
+    assert len(rl) == 6
+    for r in rl:
+        demo, gt = r["extra_info"]["expert_response"], r["reward_model"]["ground_truth"]
+        assert demo == gt and compute_score("toolace", demo, gt)["score"] == 1.0
+    assert all("expert_response" not in r["extra_info"] for r in pq.read_table(res.paths["eval"]).to_pylist())
+    default = prepare_toolace(str(toolace_file), tmp_path / "d", num_rl=6, num_expert=3, num_eval=2)
+    assert all(
+        "expert_response" not in r["extra_info"] for r in pq.read_table(default.paths["rl"]).to_pylist()
+    )
