@@ -3,7 +3,9 @@
 - `cpu_platform`: a "cpu" platform (gloo, host memory, Ray "GPU" slots as FSDP ranks);
 - `cpu_engine`: verl's FSDP engines registered for device "cpu";
 - `hf_rollout`: a transformers-generate rollout replica, `actor_rollout_ref.rollout.name=hf`;
-- `reward_manager`: `reward.reward_manager.name=chord`, verl's naive manager plus truncation.
+- `reward_manager`: `reward.reward_manager.name=chord`, verl's naive manager plus truncation;
+- `recipe.train.prefix_loop`: the `chord_prefix` agent loop (prefix-guided rollouts, UFT/TRAPO),
+  registered in verl's agent-loop registry in every process (verl's agent-loop workers too).
 
 Everything goes through verl's registries; nothing in verl is patched. verl logs plugin import
 errors only at DEBUG, so `python -c "import recipe.plugins"` is the way to see one.
@@ -37,3 +39,6 @@ def _load_hf_replica():
 RolloutReplicaRegistry.register("hf", _load_hf_replica)
 # verl has no register function for in-worker adapters; its lookup table is this dict.
 _ROLLOUT_REGISTRY[("hf", "async")] = "recipe.plugins.hf_rollout.HFServerAdapter"
+
+# The `chord_prefix` agent loop registers itself in verl's agent-loop registry on import.
+from recipe.train import prefix_loop  # noqa: E402, F401, I001
