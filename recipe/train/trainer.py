@@ -24,7 +24,9 @@ What this class overrides, and nothing else:
 - `_get_gen_batch` (prefix variants `uft`, `trapo` only): training rows name the `chord_prefix`
   agent loop and carry the step (`recipe.train.prefix_loop`); the update gets the rows'
   prefix-token mask (`PREFIX_MASK`, from the loop's per-row prefix lengths) and logs
-  `prefix/mean_fraction`, `prefix/guided_rows`, `prefix/reward_guided`, `prefix/reward_plain`;
+  `prefix/mean_fraction`, `prefix/guided_rows`, `prefix/prefix_tokens`, `prefix/reward_guided`,
+  `prefix/reward_plain` (the last two only when the step has such rows); verl's rollout dump
+  (`trainer.rollout_data_dir`) gets each row's prefix length;
 - `fit`: verl's loop with the resumable metrics record (`recipe.train.record`) and named stops
   (`recipe.train.stops`): a non-finite update (`recipe.train.nonfinite`) or a dead worker ends
   the run with one message.
@@ -160,6 +162,15 @@ class ChordRayTrainer(RayPPOTrainer):
         if bool((~guided).any()):
             metrics["prefix/reward_plain"] = float(scores[~guided].mean())
         return metrics
+
+    def _log_rollout_data(self, batch: DataProto, reward_extra_infos_dict: dict, *args: Any, **kwargs: Any):
+        """verl's rollout dump (`trainer.rollout_data_dir`); prefix variants add each row's prefix
+        length and fraction, so a dumped row shows which of its tokens were the expert's."""
+        if self.chord.spec.loss == "prefix" and PREFIX_LEN in batch.non_tensor_batch:
+            reward_extra_infos_dict = dict(reward_extra_infos_dict)
+            for key in (PREFIX_LEN, PREFIX_FRACTION):
+                reward_extra_infos_dict[key] = batch.non_tensor_batch[key]
+        return super()._log_rollout_data(batch, reward_extra_infos_dict, *args, **kwargs)
 
     def current_mu(self, batch: DataProto) -> float:
         if self.chord.spec.sft_weighting is None:
