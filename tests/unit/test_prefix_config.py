@@ -62,7 +62,7 @@ def test_cpu_tiny_presets_start(tmp_path, monkeypatch):
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        (["actor_rollout_ref.rollout.n=8"], r"chord\.prefix\.trapo: plain \+ stage rows = 4 .* n = 8"),
+        (["actor_rollout_ref.rollout.n=8"], r"trapo: plain \+ stage rows = 4 .*rollout\.n = 8"),
         (["actor_rollout_ref.rollout.agent.num_workers=3"], r"agent\.num_workers: 3 agent-loop workers"),
         (["algorithm.adv_estimator=gae"], r"algorithm\.adv_estimator: 'gae' is not supported"),
     ],
