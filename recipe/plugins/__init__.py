@@ -3,12 +3,14 @@
 - `cpu_platform`: a "cpu" platform (gloo, host memory, Ray "GPU" slots as FSDP ranks);
 - `cpu_engine`: verl's FSDP engines registered for device "cpu";
 - `hf_rollout`: a transformers-generate rollout replica, `actor_rollout_ref.rollout.name=hf`;
-- `reward_manager`: `reward.reward_manager.name=chord`, verl's naive manager plus truncation;
-- `recipe.train.prefix_loop`: the `chord_prefix` agent loop (prefix-guided rollouts, UFT/TRAPO),
-  registered in verl's agent-loop registry in every process (verl's agent-loop workers too).
+- `reward_manager`: `reward.reward_manager.name=chord`, verl's naive manager plus truncation.
 
 Everything goes through verl's registries; nothing in verl is patched. verl logs plugin import
 errors only at DEBUG, so `python -c "import recipe.plugins"` is the way to see one.
+
+Also imported here (last): `recipe.train.prefix_loop`, the `chord_prefix` agent loop of the
+prefix-guided methods (uft, trapo), so it is in verl's agent-loop registry in every process,
+verl's agent-loop workers included.
 """
 
 from __future__ import annotations
