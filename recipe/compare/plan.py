@@ -28,6 +28,7 @@ RESERVED_KEYS = {
     "trainer.resume_mode": "(runs always start fresh)",
     "data.seed": "--seed",
     "chord.expert.seed": "--seed",
+    "chord.prefix.seed": "--seed",  # uft's hint draws
     "actor_rollout_ref.rollout.seed": "--seed",
     "ray_kwargs.ray_init.runtime_env.env_vars.VERL_FILE_LOGGER_PATH": "--out",
     "hydra.run.dir": "--out",
@@ -145,6 +146,7 @@ def stage_overrides(
         "trainer.resume_mode=disable",
         f"data.seed={seed}",
         f"++chord.expert.seed={seed}",  # a ChordConfig key the yaml does not list
+        f"++chord.prefix.seed={seed}",  # uft's hint draws (prefix-guided methods)
         f"actor_rollout_ref.rollout.seed={seed}",
         f"ray_kwargs.ray_init.runtime_env.env_vars.VERL_FILE_LOGGER_PATH={run_dir / 'metrics.jsonl'}",
         f"hydra.run.dir={run_dir / 'hydra'}",

@@ -7,6 +7,10 @@
 
 Everything goes through verl's registries; nothing in verl is patched. verl logs plugin import
 errors only at DEBUG, so `python -c "import recipe.plugins"` is the way to see one.
+
+Also imported here (last): `recipe.train.prefix_loop`, the `chord_prefix` agent loop of the
+prefix-guided methods (uft, trapo), so it is in verl's agent-loop registry in every process,
+verl's agent-loop workers included.
 """
 
 from __future__ import annotations
@@ -37,3 +41,6 @@ def _load_hf_replica():
 RolloutReplicaRegistry.register("hf", _load_hf_replica)
 # verl has no register function for in-worker adapters; its lookup table is this dict.
 _ROLLOUT_REGISTRY[("hf", "async")] = "recipe.plugins.hf_rollout.HFServerAdapter"
+
+# The `chord_prefix` agent loop registers itself in verl's agent-loop registry on import.
+from recipe.train import prefix_loop  # noqa: E402, F401, I001

@@ -2,7 +2,8 @@
 
 `chord_actor_loss(config, chord, model_output, data, dp_group)` is installed on the actor in
 place of verl's `ppo_loss`. For one micro-batch it gathers the inputs and calls one public
-function of `chord.losses` (`chord_loss`, or `luffy_loss`), which validates them once and adds
+function of `chord.losses` (`chord_loss`, `luffy_loss`, or `prefix_loss` for the prefix-guided
+variants, with the rows' prefix-token mask `PREFIX_MASK`), which validates them once and adds
 the entropy bonus and the KL penalty over on-policy rows. Both regularisers belong to the GRPO
 term, so they are scaled by `1 - mu` as well:
 
@@ -38,7 +39,7 @@ from verl.utils.metric import AggregationType, Metric
 from verl.workers.config import ActorConfig
 from verl.workers.utils.padding import no_padding_2_padding
 
-from chord.losses import chord_loss, chord_normalizers, luffy_loss
+from chord.losses import chord_loss, chord_normalizers, luffy_loss, prefix_loss
 from chord.losses.sft import IW_WEIGHTINGS, iw_weight_sums
 from recipe.train.config import ChordConfig
 from recipe.train.hybrid_config import HYBRID_LOSSES
@@ -55,16 +56,31 @@ ON_POLICY_TOKENS = "chord_on_policy_tokens"
 EXPERT_TOKENS = "chord_expert_tokens"
 IW_WEIGHT_SUM = "chord_iw_weight_sum"
 IW_COUNT = "chord_iw_count"
+PREFIX_MASK = "chord_prefix_mask"  # [B, T]: expert-prefix tokens of prefix-guided rows (not in response_mask)
+PREFIX_TOKENS = "chord_prefix_tokens"
 # The order of `mini_batch_sums`: one vector, one all-reduce.
 SUM_KEYS = (PG_NORMALIZER, SFT_NORMALIZER, ON_POLICY_TOKENS, EXPERT_TOKENS, IW_WEIGHT_SUM, IW_COUNT)
 # The hybrids' (recipe.train.hybrid_loss): SRFT's correct / incorrect rollouts' counts.
 SUM_KEYS += (POS_NORMALIZER, NEG_NORMALIZER, POS_TOKENS)
+# The prefix-guided methods' (uft, trapo): expert-prefix tokens.
+SUM_KEYS += (PREFIX_TOKENS,)
 
 # Terms divided by a global count add up over micro-batches and ranks.
-_SUMMED = {"pg_loss", "sft_loss", "chord_loss", "luffy_loss", "offpolicy_loss", "entropy_loss", "kl_loss"}
+_SUMMED = {
+    "pg_loss",
+    "sft_loss",
+    "chord_loss",
+    "luffy_loss",
+    "offpolicy_loss",
+    "entropy_loss",
+    "kl_loss",
+    "prefix_objective",
+    "prefix_loss",
+}
 # Token means over each kind's tokens: logged as local sum / global count of that kind.
 _ON_POLICY_MEANS = {"pg_clipfrac", "pg_clipfrac_lower", "ppo_kl"}
 _EXPERT_MEANS = {"expert_p_mean", "sft_weight_mean", "phi_mean"}
+_PREFIX_MEANS = {"prefix_p_mean"}  # over the prefix tokens of the mini-batch
 _MAXIMA = {"sft_weight_max"}
 _DRIVER_LOGGED = {"mu", "expert_rows", "on_policy_rows", "expert_tokens", "on_policy_tokens"}
 # The hybrids' metrics (recipe.train.hybrid_loss); means over SRFT's correct-rollout tokens.
@@ -72,6 +88,7 @@ _SUMMED |= {"hpt_loss", "srft_loss", "srft_positive_loss", "srft_negative_loss"}
 _EXPERT_MEANS |= {"srft_demo_entropy"}
 _POSITIVE_MEANS = {"srft_positive_weight_mean"}
 _DRIVER_LOGGED |= {"positive_rows", "positive_tokens"}
+_DRIVER_LOGGED |= {"prefix_tokens"}
 
 
 def needs_iw_sums(chord: ChordConfig) -> bool:
@@ -82,7 +99,7 @@ def needs_iw_sums(chord: ChordConfig) -> bool:
 def mini_batch_sums(
     data: TensorDict, chord: ChordConfig, agg: str, logp: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """This rank's share of the mini-batch sums `SUM_KEYS` (float64 ``[9]``), to be summed over ranks.
+    """This rank's share of the mini-batch sums `SUM_KEYS` (float64 ``[10]``), to be summed over ranks.
 
     `data` is the rank's mini-batch (verl's no-padding layout). For `needs_iw_sums`, `logp`
     (``[B, T]``, aligned with the padded `response_mask`) is the policy's log-probs at the start
@@ -90,7 +107,7 @@ def mini_batch_sums(
     expert rows and their count (rows, or tokens for `iw_token`).
     """
     fields = ["response_mask", IS_EXPERT]
-    for optional in ("ref_log_prob", QUALITY, ACTIVE, CORRECT):
+    for optional in ("ref_log_prob", QUALITY, ACTIVE, CORRECT, PREFIX_MASK):
         if optional in data:
             fields.append(optional)
     batch = data.select(*fields).to_padded_tensor()
@@ -123,7 +140,8 @@ def mini_batch_sums(
             temp=chord.iw.temp,
             w_max=chord.iw.w_max,
         )
-    values = [float(x) for x in sums] + [weight_sum, count] + hybrid_sums
+    prefix_tokens = float(batch[PREFIX_MASK].sum()) if PREFIX_MASK in batch.keys() else 0.0
+    values = [float(x) for x in sums] + [weight_sum, count] + hybrid_sums + [prefix_tokens]
     return torch.tensor(values, dtype=torch.float64)
 
 
@@ -151,7 +169,7 @@ def chord_actor_loss(
     sft_norm = float(data[SFT_NORMALIZER])
 
     fields = ["response_mask", "old_log_probs", "advantages", IS_EXPERT]
-    for optional in ("ref_log_prob", QUALITY, ROLLOUT_IS_WEIGHTS, ACTIVE, CORRECT):
+    for optional in ("ref_log_prob", QUALITY, ROLLOUT_IS_WEIGHTS, ACTIVE, CORRECT, PREFIX_MASK):
         if optional in data:
             fields.append(optional)
     batch = data.select(*fields).to_padded_tensor()
@@ -183,6 +201,24 @@ def chord_actor_loss(
             chord, log_prob, entropy, batch, data, mu=mu, pg_norm=pg_norm, sft_norm=sft_norm,
             common=common, regularizers=regularizers,
         )  # fmt: skip
+    elif chord.spec.loss == "prefix":  # UFT / TRAPO: GRPO on policy tokens, SFT on prefix tokens
+        if PREFIX_MASK not in batch.keys():
+            raise ValueError(f"chord.variant={chord.variant!r}: the batch has no {PREFIX_MASK!r}")
+        uft = chord.variant == "uft"
+        loss, raw = prefix_loss(
+            log_prob,
+            batch["old_log_probs"],
+            batch["advantages"],
+            mask,
+            batch[PREFIX_MASK].float(),
+            weighting="nll" if uft else "trust_region",
+            coef=chord.prefix.uft.beta if uft else chord.prefix.trapo.coef,
+            alpha=chord.prefix.trapo.alpha,
+            pg_normalizer=pg_norm,
+            prefix_normalizer=float(data[PREFIX_TOKENS]),
+            **common,
+            **regularizers,
+        )
     elif chord.spec.loss == "luffy":  # one objective over all rows, one normaliser
         loss, raw = luffy_loss(
             log_prob,
@@ -227,6 +263,7 @@ def _metrics(config: ActorConfig, raw: dict[str, float], data: TensorDict, dp_si
     """verl Metrics whose `aggregate_dp` is the exact value for the whole mini-batch (module doc)."""
     on_total = float(data[ON_POLICY_TOKENS])
     ex_total = float(data[EXPERT_TOKENS])
+    prefix_total = float(data[PREFIX_TOKENS])
     metrics: dict = {}
     if config.use_kl_loss:
         metrics["actor/kl_coef"] = config.kl_loss_coef
@@ -244,6 +281,8 @@ def _metrics(config: ActorConfig, raw: dict[str, float], data: TensorDict, dp_si
             share = _share(value, raw["expert_tokens"], ex_total, dp_size)
         elif key in _POSITIVE_MEANS:
             share = _share(value, raw["positive_tokens"], float(data[POS_TOKENS]), dp_size)
+        elif key in _PREFIX_MEANS:
+            share = _share(value, raw["prefix_tokens"], prefix_total, dp_size)
         else:
             raise KeyError(f"chord_actor_loss: no aggregation rule for metric {key!r}")
         metrics[f"actor/{key}"] = Metric(value=share, aggregation=AggregationType.SUM)

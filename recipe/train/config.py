@@ -32,7 +32,7 @@ class VariantSpec:
     uses_expert: bool
     needs_ref_logp: bool = False
     needs_quality: bool = False
-    loss: str = "chord"  # "chord" (mixed objective) or "luffy"
+    loss: str = "chord"  # "chord" (mixed objective), "luffy" or "prefix" (prefix-guided rollouts)
 
 
 VARIANTS: dict[str, VariantSpec] = {
@@ -51,6 +51,10 @@ VARIANTS: dict[str, VariantSpec] = {
     "hpt": VariantSpec(sft_weighting=None, uses_expert=False, loss="hpt"),
     "srft": VariantSpec(sft_weighting=None, uses_expert=False, loss="srft"),
     "relift": VariantSpec(sft_weighting=None, uses_expert=False, loss="relift"),
+    # Prefix-guided rollouts (`chord.prefix`): an expert prefix starts some rollouts
+    # (recipe.train.prefix_loop); GRPO on generated tokens, an SFT term on prefix tokens.
+    "uft": VariantSpec(sft_weighting=None, uses_expert=False, loss="prefix"),
+    "trapo": VariantSpec(sft_weighting=None, uses_expert=False, loss="prefix"),
 }
 
 
@@ -138,6 +142,74 @@ class LuffyConfig:
 
 
 @dataclass
+class UftConfig:
+    """UFT (chord.prefix): p_s = low + amp * (1 + cos(pi * s / total_steps)) up to total_steps, then 0;
+    the hint is the first c_K of min(max_parts, steps) parts, K ~ Binomial; beta * token-mean NLL."""
+
+    total_steps: int = 300
+    low: float = 0.05
+    amp: float = 0.45
+    max_parts: int = 5
+    beta: float = 0.001
+
+
+@dataclass
+class TrapoStageConfig:
+    rows: int = 1
+    fraction: float = 1.0
+    if_correct_below: int = 1
+
+
+@dataclass
+class TrapoConfig:
+    """TRAPO (chord.prefix): `plain` rollouts, then each stage's `rows` guided with a `fraction`
+    prefix if fewer than `if_correct_below` earlier rollouts of the prompt were correct;
+    trust-region SFT `-p / max(sg(p), alpha)` on prefix tokens, weighted `coef`."""
+
+    plain: int = 4
+    stages: list[TrapoStageConfig] = field(
+        default_factory=lambda: [
+            TrapoStageConfig(2, 0.25, 2),
+            TrapoStageConfig(1, 0.5, 4),
+            TrapoStageConfig(1, 1.0, 7),
+        ]
+    )
+    alpha: float = 0.1
+    coef: float = 1.0
+
+
+@dataclass
+class PrefixConfig:
+    """Prefix-guided rollouts (variants uft, trapo; chord.prefix, recipe.train.prefix_loop).
+
+    The expert solution of an RL row is `extra_info[response_key]`; its steps are split on
+    `extra_info[separator_key]` when the row has one, else on `step_separator`. TRAPO counts a
+    rollout correct when its score (the reward function of `reward.custom_reward_function`) is
+    at least `correct_score`. `seed` seeds UFT's hint draws.
+    """
+
+    response_key: str = "expert_response"
+    separator_key: str = "step_separator"
+    step_separator: str = "\n\n"
+    correct_score: float = 1.0
+    seed: int = 0
+    uft: UftConfig = field(default_factory=UftConfig)
+    trapo: TrapoConfig = field(default_factory=TrapoConfig)
+
+    def uft_schedule(self):
+        from chord.prefix import UftSchedule
+
+        u = self.uft
+        return UftSchedule(u.total_steps, u.low, u.amp, u.max_parts, self.seed)
+
+    def trapo_schedule(self):
+        from chord.prefix import TrapoSchedule, TrapoStage
+
+        stages = tuple(TrapoStage(s.rows, s.fraction, s.if_correct_below) for s in self.trapo.stages)
+        return TrapoSchedule(self.trapo.plain, stages)
+
+
+@dataclass
 class ChordConfig:
     variant: str = "chord_phi"
     mu: MuConfig = field(default_factory=MuConfig)
@@ -148,6 +220,7 @@ class ChordConfig:
     hpt: HptConfig = field(default_factory=HptConfig)
     srft: SrftConfig = field(default_factory=SrftConfig)
     relift: ReliftConfig = field(default_factory=ReliftConfig)
+    prefix: PrefixConfig = field(default_factory=PrefixConfig)
     # A non-finite loss or gradient: "stop" the run naming term, step and rows (the last
     # checkpoint stays the resume point), or "skip" that optimizer step (chord/nonfinite_skipped).
     on_nonfinite: str = "stop"
@@ -251,6 +324,8 @@ SUPPORTED_VERL_SETTINGS: dict[str, tuple[Any, ...]] = {
 }
 # LUFFY recomputes GRPO advantages with the expert trace in each group.
 SUPPORTED_LUFFY_SETTINGS: dict[str, tuple[Any, ...]] = {"algorithm.adv_estimator": ("grpo",)}
+# Prefix-guided variants: one GRPO group per prompt (guided and plain rows together).
+SUPPORTED_PREFIX_SETTINGS: dict[str, tuple[Any, ...]] = {"algorithm.adv_estimator": ("grpo",)}
 
 
 def check_verl_settings(config: Any, chord: ChordConfig) -> None:
@@ -258,6 +333,8 @@ def check_verl_settings(config: Any, chord: ChordConfig) -> None:
     supported = dict(SUPPORTED_VERL_SETTINGS)
     if chord.spec.loss == "luffy":
         supported.update(SUPPORTED_LUFFY_SETTINGS)
+    if chord.spec.loss == "prefix":
+        supported.update(SUPPORTED_PREFIX_SETTINGS)
     for key, allowed in supported.items():
         value = OmegaConf.select(config, key, default=None)
         if value not in allowed:
@@ -318,3 +395,38 @@ def _validate(chord: ChordConfig) -> None:
     if chord.luffy.gamma <= 0:
         raise ValueError(f"chord.luffy.gamma: must be > 0, got {chord.luffy.gamma}")
     validate_hybrid_config(chord)
+    _validate_prefix(chord.prefix)
+
+
+def _validate_prefix(prefix: PrefixConfig) -> None:
+    if not prefix.step_separator:
+        raise ValueError("chord.prefix.step_separator: must be a non-empty string")
+    prefix.uft_schedule()  # raises naming the key
+    if prefix.uft.beta < 0:
+        raise ValueError(f"chord.prefix.uft.beta: must be >= 0, got {prefix.uft.beta}")
+    if not 0 < prefix.trapo.alpha <= 1:
+        raise ValueError(f"chord.prefix.trapo.alpha: must be in (0, 1], got {prefix.trapo.alpha}")
+    if prefix.trapo.coef < 0:
+        raise ValueError(f"chord.prefix.trapo.coef: must be >= 0, got {prefix.trapo.coef}")
+
+
+def check_prefix_settings(config: Any, chord: ChordConfig) -> None:
+    """Prefix variants: the rollout runs verl's agent loops, TRAPO's schedule fills rollout.n, and
+    every prompt's n rows reach one agent-loop worker (TRAPO's stages wait on earlier rows)."""
+    if chord.spec.loss != "prefix":
+        return
+    rollout = config.actor_rollout_ref.rollout
+    if rollout.get("mode", "async") != "async":
+        raise ValueError(
+            f"actor_rollout_ref.rollout.mode: {rollout.mode!r}; chord.variant={chord.variant!r} "
+            "needs verl's agent loops (async)"
+        )
+    if chord.variant == "trapo":
+        chord.prefix.trapo_schedule().check(int(rollout.n))
+        workers = int(OmegaConf.select(config, "actor_rollout_ref.rollout.agent.num_workers", default=1) or 1)
+        prompts = int(config.data.train_batch_size)
+        if prompts % workers:
+            raise ValueError(
+                f"actor_rollout_ref.rollout.agent.num_workers: {workers} agent-loop workers do not divide "
+                f"data.train_batch_size={prompts}; TRAPO needs all rollouts of a prompt in one worker"
+            )

@@ -22,6 +22,7 @@ from recipe.train.checkpoints import check_expert_files, choose_resume_point, re
 from recipe.train.config import (
     ChordConfig,
     check_batch_arithmetic,
+    check_prefix_settings,
     check_verl_settings,
     expert_rows_per_step,
     load_chord_config,
@@ -62,6 +63,7 @@ def prepare_config(config: DictConfig) -> ChordConfig:
             "writes chord_state.json, the checkpoint's commit marker, after verl's files are on disk"
         )
     check_batch_arithmetic(config, chord)
+    check_prefix_settings(config, chord)
     return chord
 
 

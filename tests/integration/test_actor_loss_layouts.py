@@ -33,6 +33,7 @@ from verl.workers.utils.padding import left_right_2_no_padding, no_padding_2_pad
 from recipe.train.actor_loss import (  # noqa: E402
     IS_EXPERT,
     MU,
+    PREFIX_MASK,
     QUALITY,
     ROLLOUT_IS_WEIGHTS,
     assign_mini_batch_sums,
@@ -344,3 +345,97 @@ def test_mu_zero_equals_verl_ppo_loss_in_every_layout(agg, scale_factor, layout)
     for ours, theirs in (("actor/pg_loss", "actor/pg_loss"), ("actor/entropy_loss", "actor/entropy_loss"),
                          ("actor/kl_loss", "kl_loss")):  # fmt: skip
         assert metrics_chord[ours] == pytest.approx(metrics_verl[theirs], rel=1e-5, abs=1e-7), ours
+
+
+# ------------------------------------------------------------------ prefix-guided rows (uft, trapo)
+# Rows start with expert-prefix tokens (PREFIX_MASK, out of response_mask); no expert rows.
+PREFIX_LEN = [2, 0, 1, 0, 3, 0, 0, 1]
+PREFIX_CASES = [
+    ("uft", {"uft": {"beta": 0.3}}, "nll", 0.3, 0.1),
+    ("trapo", {"trapo": {"coef": 0.7, "alpha": 0.3}}, "trust_region", 0.7, 0.3),
+]
+
+
+def _prefix_padded() -> dict[str, torch.Tensor]:
+    padded = _padded([False] * N)
+    prefix = torch.zeros(N, R_WIDTH)
+    for i, p in enumerate(PREFIX_LEN):
+        prefix[i, :p] = 1.0
+        padded["response_mask"][i, :p] = 0
+    padded[PREFIX_MASK] = prefix
+    return padded
+
+
+def _prefix_reference(leaves, padded, weighting, coef, alpha, agg, horizon):
+    logp_leaves, ent_leaves = leaves
+    full = left_right_2_no_padding(TensorDict(dict(padded), batch_size=N))
+    logp = no_padding_2_padding(_nested(logp_leaves, list(range(N)), full), full)
+    ent = no_padding_2_padding(_nested(ent_leaves, list(range(N)), full), full)
+    m, pm = padded["response_mask"].float(), padded[PREFIX_MASK]
+    old, adv, ref = padded["old_log_probs"], padded["advantages"], padded["ref_log_prob"]
+    ratio = torch.exp(logp - old)
+    clipped = torch.clamp(ratio, 0.8, 1.25)
+    surrogate = torch.maximum(-adv * ratio, -adv * clipped)
+    surrogate = torch.where(adv < 0, torch.minimum(surrogate, -adv * 3.0), surrogate)
+    surrogate = surrogate * padded[ROLLOUT_IS_WEIGHTS]
+    pg = _agg(surrogate, m, agg, horizon)
+    entropy_loss, kl_loss = _agg(ent, m, agg, horizon), _agg(0.5 * (logp - ref) ** 2, m, agg, horizon)
+    p = torch.exp(logp)
+    per_token = -logp if weighting == "nll" else -p / p.detach().clamp(min=alpha)
+    sft = per_token[pm > 0].sum() / pm.sum()  # token mean over all prefix tokens of the mini-batch
+    true = {
+        "pg_loss": float(pg.detach()),
+        "prefix_loss": float(sft.detach()),
+        "prefix_objective": float((pg + coef * sft).detach()),
+        "prefix_p_mean": float(p.detach()[pm > 0].mean()),
+        "entropy_loss": float(entropy_loss.detach()),
+        "kl_loss": float(kl_loss.detach()),
+        "ppo_kl": float((old - logp.detach())[m > 0].mean()),
+    }
+    return pg + coef * sft - ENTROPY_COEFF * entropy_loss + KL_COEF * kl_loss, true
+
+
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+@pytest.mark.parametrize(("agg", "scale_factor"), AGGS)
+@pytest.mark.parametrize(("variant", "section", "weighting", "coef", "alpha"), PREFIX_CASES)
+def test_prefix_loss_matches_the_formula_in_every_layout(
+    variant, section, weighting, coef, alpha, agg, scale_factor, layout
+):
+    """UFT / TRAPO through verl's data path: GRPO over policy tokens only, the prefix term a
+    token mean over all prefix tokens of the mini-batch, at 1 or several micro-batches and ranks."""
+    padded = _prefix_padded()
+    chord = load_chord_config({"variant": variant, "prefix": section})
+    config = _actor_config(agg, scale_factor)
+
+    def loss_fn(model_output, data):
+        return chord_actor_loss(config, chord, model_output, data)
+
+    grads, metrics = run_layout(LAYOUTS[layout], padded, loss_fn, chord=chord, agg=agg)
+    leaves = _leaves()
+    horizon = float(scale_factor or R_WIDTH)
+    loss_ref, true = _prefix_reference(leaves, padded, weighting, coef, alpha, agg, horizon)
+    expected = torch.autograd.grad(loss_ref, leaves[0])
+    for row, (got, want) in enumerate(zip(grads, expected, strict=True)):
+        torch.testing.assert_close(got, want, rtol=2e-5, atol=1e-6, msg=lambda s, r=row: f"row {r}: {s}")
+    for key, value in true.items():
+        assert metrics[f"actor/{key}"] == pytest.approx(value, rel=1e-5, abs=1e-6), key
+
+
+def test_prefix_tokens_get_no_policy_gradient_through_verls_path():
+    """coef 0: the gradient at every prefix token is exactly 0 (advantages there are non-zero)."""
+    padded = _prefix_padded()
+    padded["advantages"] = torch.ones(N, R_WIDTH) * 2.0
+    chord = load_chord_config({"variant": "uft", "prefix": {"uft": {"beta": 0.0}}})
+    config = _actor_config("token-mean", None, use_kl=False)  # entropy has leaves of its own
+
+    def loss_fn(model_output, data):
+        return chord_actor_loss(config, chord, model_output, data)
+
+    grads, _ = run_layout(LAYOUTS["2_ranks"], padded, loss_fn, chord=chord)
+    policy_grad = 0.0
+    for row, grad in enumerate(grads):  # grad over the row's tokens: prompt, then response
+        response = grad[PROMPT_LEN[row] - 1 : PROMPT_LEN[row] - 1 + RESP_LEN[row]]  # logits shift by one
+        p = PREFIX_LEN[row]
+        assert bool((response[:p] == 0).all()), row
+        policy_grad += float(response[p:].abs().sum())
+    assert policy_grad > 0.0  # the policy tokens did get the (unclipped) surrogate's gradient

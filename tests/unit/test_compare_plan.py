@@ -84,6 +84,7 @@ def test_stage_overrides_put_user_values_between_defaults_and_fixed_keys():
         "trainer.default_local_dir=/runs/sft_then_rl/rl/checkpoints",
         "data.seed=3",
         "++chord.expert.seed=3",
+        "++chord.prefix.seed=3",
         "actor_rollout_ref.rollout.seed=3",
         "ray_kwargs.ray_init.runtime_env.env_vars.VERL_FILE_LOGGER_PATH=/runs/sft_then_rl/rl/metrics.jsonl",
         "trainer.save_freq=7",
