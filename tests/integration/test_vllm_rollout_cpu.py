@@ -117,7 +117,8 @@ def test_resume_from_checkpoint_syncs_the_restored_weights_to_vllm(phi_run, work
     (resumed_dir / "checkpoints").mkdir(parents=True)
     shutil.copytree(run_dir / "checkpoints" / "global_step_2", resumed_dir / "checkpoints" / "global_step_2")
     (resumed_dir / "checkpoints" / "latest_checkpointed_iteration.txt").write_text("2")
-    rows = train_steps(run_trainer(workdir, resumed_dir, "method=chord_phi", "trainer.save_freq=-1", "trainer.test_freq=-1"))
+    overrides = ("method=chord_phi", "trainer.save_freq=-1", "trainer.test_freq=-1")
+    rows = train_steps(run_trainer(workdir, resumed_dir, *overrides))
     assert [r["step"] for r in rows] == [3]
     # vLLM starts from the model directory's (untrained) weights: only a sync of the restored
     # step-2 actor makes its step-3 probabilities match.
