@@ -3,10 +3,13 @@
 Three trainer launches (each a subprocess of `python -m recipe.train.main --config-name cpu_tiny
 cpu_rollout=vllm`, 2 FSDP2 ranks and 2 vLLM replicas), a few minutes in all, most of it start-up:
 
-1. CHORD-phi, 3 steps, checkpoint at step 2, validation through vLLM at step 3;
-2. resume from that step-2 checkpoint to step 3: the restored weights must reach vLLM;
-3. GRPO, 3 steps, with a test-only vLLM worker extension (skip_weight_sync.py) that receives
-   verl's weight sync and drops it: the check below must then fail.
+1. CHORD-phi, 3 steps, checkpoints every step, validation through vLLM at step 3;
+2. resume from the step-1 checkpoint to step 3 with a test-only vLLM worker extension
+   (skip_weight_sync.py) that loads verl's first weight sync and drops the later ones: step 2
+   must match (the restored weights reached vLLM), step 3 must fail the check (the actor's
+   step-2 update did not);
+3. GRPO, 3 steps (its updates are small on the untrained model: rewards are mostly 0, so most
+   groups have no advantage; CHORD-phi's SFT term is what moves the weights in 1 and 2).
 
 The weight-sync check: with `rollout.calculate_log_probs=true` the vLLM replica returns the
 log-prob of every token it sampled, and verl logs per step how far exp(those) is from the
@@ -89,7 +92,7 @@ def train_steps(rows: list[dict]) -> list[dict]:
 @pytest.fixture(scope="module")
 def phi_run(workdir, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("vllm_phi")
-    rows = run_trainer(workdir, run_dir, "method=chord_phi", "trainer.save_freq=2", "trainer.test_freq=3")
+    rows = run_trainer(workdir, run_dir, "method=chord_phi", "trainer.save_freq=1", "trainer.test_freq=3")
     return run_dir, rows
 
 
@@ -108,39 +111,41 @@ def test_chord_phi_trains_three_steps_through_vllm_with_weights_synced_every_ste
     val = [r["data"] for r in rows if any(k.startswith("val-core/") for k in r["data"])]
     acc = [v for k, v in val[0].items() if k.startswith("val-core/") and "/acc/" in k] if val else []
     assert len(val) == 1 and acc and all(0.0 <= v <= 1.0 for v in acc)
-    assert (run_dir / "checkpoints" / "global_step_2" / "actor").is_dir()
+    assert (run_dir / "checkpoints" / "global_step_1" / "actor").is_dir()
 
 
-def test_resume_from_checkpoint_syncs_the_restored_weights_to_vllm(phi_run, workdir, tmp_path):
+def test_resume_syncs_the_restored_weights_and_a_dropped_sync_is_caught(phi_run, workdir, tmp_path):
+    """Resume from step 1 to 3 with the test extension: sync 1 (restored weights) lands, sync 2 not."""
     run_dir, _ = phi_run
     resumed_dir = tmp_path / "resumed"
     (resumed_dir / "checkpoints").mkdir(parents=True)
-    shutil.copytree(run_dir / "checkpoints" / "global_step_2", resumed_dir / "checkpoints" / "global_step_2")
-    (resumed_dir / "checkpoints" / "latest_checkpointed_iteration.txt").write_text("2")
-    overrides = ("method=chord_phi", "trainer.save_freq=-1", "trainer.test_freq=-1")
-    rows = train_steps(run_trainer(workdir, resumed_dir, *overrides))
-    assert [r["step"] for r in rows] == [3]
-    # vLLM starts from the model directory's (untrained) weights: only a sync of the restored
-    # step-2 actor makes its step-3 probabilities match.
-    assert_rollout_matches_actor(rows)
-
-
-def test_grpo_through_vllm_and_a_dropped_weight_sync_is_caught(workdir, tmp_path):
+    shutil.copytree(run_dir / "checkpoints" / "global_step_1", resumed_dir / "checkpoints" / "global_step_1")
+    (resumed_dir / "checkpoints" / "latest_checkpointed_iteration.txt").write_text("1")
     rows = train_steps(
         run_trainer(
             workdir,
-            tmp_path,
-            "method=grpo",
+            resumed_dir,
+            "method=chord_phi",
             "trainer.save_freq=-1",
             "trainer.test_freq=-1",
             "+actor_rollout_ref.rollout.engine_kwargs.vllm.worker_extension_cls=skip_weight_sync.SkipWeightSync",
             f"+ray_kwargs.ray_init.runtime_env.env_vars.PYTHONPATH={Path(__file__).parent}",
         )
     )
+    assert [r["step"] for r in rows] == [2, 3]
+    # vLLM starts from the model directory's (untrained) weights: only the sync of the restored
+    # step-1 actor makes its step-2 probabilities match.
+    assert_rollout_matches_actor(rows[:1])
+    # The actor's step-2 update never reached vLLM: the check must fail, naming step 3.
+    with pytest.raises(AssertionError, match="step 3: rollout probabilities differ"):
+        assert_rollout_matches_actor(rows)
+
+
+def test_grpo_trains_three_steps_through_vllm_with_weights_synced(workdir, tmp_path):
+    rows = train_steps(
+        run_trainer(workdir, tmp_path, "method=grpo", "trainer.save_freq=-1", "trainer.test_freq=-1")
+    )
     assert [r["step"] for r in rows] == [1, 2, 3]
     assert all(r["data"].get("chord/expert_rows", 0) == 0 for r in rows)  # GRPO: rollouts only
-    # Step 1 samples from the weights vLLM loaded at start-up, which are still the actor's.
-    assert_rollout_matches_actor(rows[:1])
-    # From step 2 on the actor has moved and vLLM has not: the check must fail, naming step 2.
-    with pytest.raises(AssertionError, match="step 2: rollout probabilities differ"):
-        assert_rollout_matches_actor(rows)
+    assert "vLLMHttpServer" in (tmp_path / "train.log").read_text()
+    assert_rollout_matches_actor(rows)
