@@ -44,7 +44,7 @@ def test_chord_eval_vllm_backend_on_cpu_samples_k_per_prompt_reproducibly(tiny_m
         ]  # fmt: skip
         proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
         assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
-        reports.append(json.loads((tmp_path / run / "results.json").read_text()))
+        reports.append(json.loads((tmp_path / run / "eval_results.json").read_text()))
     summary = reports[0]["summary"]["tiny_arith"]
     assert reports[0]["config"]["backend"] == "vllm"
     assert summary["n_samples"] == 4 and list(summary["pass_at"]) == ["1", "2", "4"]
@@ -74,5 +74,5 @@ def test_chord_compare_two_steps_through_vllm_rollout_and_vllm_eval(tmp_path):
     assert 0.0 <= result["eval_acc"]["val"] <= 100.0
     train_log = (out / "runs" / "chord_phi" / "train.log").read_text()
     assert "cpu_rollout=vllm" in train_log.splitlines()[0] and "vLLMHttpServer" in train_log
-    eval_results = list((out / "runs" / "chord_phi").rglob("results.json"))
+    eval_results = list((out / "runs" / "chord_phi").rglob("eval_results.json"))
     assert eval_results and json.loads(eval_results[0].read_text())["config"]["backend"] == "vllm"
