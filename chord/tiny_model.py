@@ -58,23 +58,27 @@ def build_tiny_model(
     *,
     hidden_size: int = 64,
     num_layers: int = 2,
-    num_heads: int = 4,
-    num_kv_heads: int = 2,
+    num_heads: int = 2,
+    num_kv_heads: int = 1,
     intermediate_size: int = 128,
     max_position_embeddings: int = 1024,
     seed: int = 0,
 ) -> Path:
     """Save a random-weight Qwen2 causal LM and its tokenizer to `out_dir`; returns the path.
 
-    The same (arguments, seed) always give the same weights.
+    The same (arguments, seed) always give the same weights. The defaults give a head size of
+    32 (`hidden_size / num_heads`): vLLM's CPU attention kernels support head sizes 32, 64, 80,
+    ... only, so a head size of 16 cannot run under `rollout.name=vllm`.
     """
     import torch
     from transformers import AutoTokenizer, GenerationConfig, Qwen2Config, Qwen2ForCausalLM
 
     out = build_tokenizer(out_dir)
     tokenizer = AutoTokenizer.from_pretrained(out)
+    # Exactly the tokenizer's size, not padded: verl masks the logits past `len(tokenizer)` in
+    # its vLLM rollout only, so with padded rows the rollout's and the actor's probabilities
+    # would differ by the mass on those rows (a much larger rollout-vs-actor gap).
     vocab_size = len(tokenizer)
-    vocab_size = (vocab_size + 63) // 64 * 64  # pad the embedding like real checkpoints do
     config = Qwen2Config(
         vocab_size=vocab_size,
         hidden_size=hidden_size,
@@ -106,8 +110,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("out_dir")
     parser.add_argument("--hidden-size", type=int, default=64)
     parser.add_argument("--num-layers", type=int, default=2)
-    parser.add_argument("--num-heads", type=int, default=4)
-    parser.add_argument("--num-kv-heads", type=int, default=2)
+    parser.add_argument("--num-heads", type=int, default=2)
+    parser.add_argument("--num-kv-heads", type=int, default=1)
     parser.add_argument("--intermediate-size", type=int, default=128)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from chord.tiny_model import build_tiny_model
 
-DEMO_MODEL = dict(hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=128, seed=0)
+DEMO_MODEL = dict(hidden_size=64, num_layers=2, num_heads=2, num_kv_heads=1, intermediate_size=128, seed=0)
 # Validation uses the training problems: the demo shows learning, not generalisation of addition.
 DEMO_TASK = dict(
     num_train=2048, num_val=64, num_expert=2048, max_operand=9, ops="+", seed=0, val_held_out=False

@@ -63,6 +63,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tensor-parallel-size", type=int, default=1, help="vLLM backend")
     p.add_argument("--gpu-memory-utilization", type=float, default=0.85, help="vLLM backend")
     p.add_argument("--max-model-len", type=int, default=None, help="vLLM backend")
+    p.add_argument(
+        "--kv-cache-memory-bytes",
+        type=int,
+        default=None,
+        help="vLLM backend: a fixed KV cache size instead of --gpu-memory-utilization "
+        "(default on CPU: 512 MiB, since there the utilization is a share of host RAM)",
+    )
     p.add_argument("--merged-dir", default=None, help="where to write a merged verl checkpoint (kept)")
     p.add_argument("--trust-remote-code", action="store_true")
     return p
@@ -198,6 +205,7 @@ def build_generator(args: argparse.Namespace, backend: str, model_dir: Path) -> 
             dtype=args.dtype,
             seed=args.seed,
             trust_remote_code=args.trust_remote_code,
+            kv_cache_memory_bytes=args.kv_cache_memory_bytes,
         )
     from recipe.eval.hf import HFGenerator
 

