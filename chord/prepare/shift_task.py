@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from chord.prepare.formats import expert_row, rl_row, write_expert_parquet, write_rl_parquet
+from chord.prepare.tiny_task import cycle_items
 
 TASK_SOURCE = "chord/shift_add"
 SKILL_SOURCE = "chord/shift_sub"
@@ -66,16 +67,6 @@ def wrong_answer(answer: int, rng: random.Random) -> int:
     """A near miss: `answer` off by 1 or 2, never negative."""
     choices = [answer + d for d in WRONG_OFFSETS if answer + d >= 0]
     return rng.choice(choices)
-
-
-def _cycle(pool: list[Any], n: int, rng: random.Random) -> list[Any]:
-    """`n` items from `pool`: whole passes in fresh random orders, so repeats come last."""
-    out: list[Any] = []
-    while len(out) < n:
-        order = list(pool)
-        rng.shuffle(order)
-        out.extend(order[: n - len(out)])
-    return out
 
 
 def _rl_rows(items: list[tuple[int, int]], op: str, source: str, split: str) -> list[dict[str, Any]]:
@@ -121,8 +112,8 @@ def generate_shift_task(
     shuffled = list(add)
     rng.shuffle(shuffled)
     held_out, train_pool = sorted(shuffled[:num_held_out]), shuffled[num_held_out:]
-    train = _cycle(train_pool, num_train, rng)
-    expert_items = _cycle(train_pool, num_expert, rng)
+    train = cycle_items(train_pool, num_train, rng)
+    expert_items = cycle_items(train_pool, num_expert, rng)
     n_bad = round(low_quality_fraction * num_expert)
     bad = set(rng.sample(range(num_expert), n_bad))
 

@@ -32,11 +32,12 @@ import operator
 import random
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from chord.prepare.formats import expert_row, rl_row, write_expert_parquet, write_rl_parquet
 
 DATA_SOURCE = "chord/tiny_arith"
+T = TypeVar("T")
 OPS: dict[str, Callable[[int, int], int]] = {"+": operator.add, "-": operator.sub, "*": operator.mul}
 
 
@@ -60,9 +61,9 @@ def problem_space(max_operand: int, ops: Iterable[str]) -> list[tuple[str, str]]
     return space
 
 
-def _cycle(pool: list[tuple[str, str]], n: int, rng: random.Random) -> list[tuple[str, str]]:
+def cycle_items(pool: list[T], n: int, rng: random.Random) -> list[T]:
     """`n` items from `pool`: whole passes in fresh random orders, so repeats come last."""
-    out: list[tuple[str, str]] = []
+    out: list[T] = []
     while len(out) < n:
         order = list(pool)
         rng.shuffle(order)
@@ -111,9 +112,9 @@ def generate_tiny_task(
         val_pool, train_pool = shuffled[:n_held], shuffled[n_held:]
     else:
         val_pool, train_pool = shuffled, shuffled
-    val = _cycle(val_pool, num_val, rng)
-    train = _cycle(train_pool, num_train, rng)
-    expert = _cycle(train_pool, num_expert, rng)
+    val = cycle_items(val_pool, num_val, rng)
+    train = cycle_items(train_pool, num_train, rng)
+    expert = cycle_items(train_pool, num_expert, rng)
 
     out = Path(out_dir)
     expert_rows = [
