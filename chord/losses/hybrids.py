@@ -27,14 +27,18 @@ update does not depend on how rows fall into micro-batches or ranks.
           - c_ent * H + c_kl * KL  (own rollouts)
 
   with defaults ``c_demo = 0.5``, ``c_pos = 0.1``, ``c_neg = 1`` and ``s = +1``
-  (``chord.srft.positive_entropy_sign``). The paper's own text could not be read when this was
-  written (the stored copies reachable from here held only its abstract and third-party
-  summaries, none with the weight formulas), so no section is cited: the sign ``s`` is a config
-  key (its default +1 is unverified; the project's notes say the paper and a reimplementation
-  differ), and ``H`` is read per sequence as in the project's notes (ALGORITHMS.md, "Newer
-  hybrids"). The paper's off-policy policy-gradient term on demonstrations, if it has one, is
-  not included. Incorrect rollouts have their likelihood pushed down (``+log p`` minimised),
-  correct ones pulled up like demonstrations.
+  (``chord.srft.positive_entropy_sign``). The paper's own text could not be read from here (the
+  stored copies held its abstract and third-party summaries), so no section is cited. The one
+  transcription of its method that was found (a reader's notes on the v1 HTML, 2026-12-06)
+  gives ``L = L_SFT(demo) + L_RL(demo) + L_RL(own rollouts)`` with
+  ``w_SFT = 0.5 * sg(exp(-H))`` (as here), ``L_RL(own) = w_RL * (-log p(y+)) + log p(y-)``
+  (as here, ``c_neg = 1``) and ``w_RL = 0.1 * sg(exp(-H))``, while its prose says the
+  positive-rollout weight *rises* with entropy (to pull entropy down), i.e. ``exp(+H)``: the
+  sign stays a config key, default +1, until the paper is read. ``H`` is taken per sequence.
+  Not implemented: ``L_RL(demo)``, the clipped policy-gradient term on the demonstration with
+  its group advantage (the demonstration counted in its GRPO group, LUFFY's path); the
+  demonstrations here get the weighted SFT term only. Incorrect rollouts have their likelihood
+  pushed down (``+log p`` minimised), correct ones pulled up like demonstrations.
 """
 
 from __future__ import annotations

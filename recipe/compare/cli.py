@@ -20,6 +20,11 @@ config's validation files (or `--eval-data`), greedy by default. Written to `--o
 `compare.png` (reward, mu, entropy and response length per step, all methods on shared axes);
 they are rewritten after every method, so an interrupted comparison keeps what finished.
 
+`--jobs N` runs up to N (method, seed) runs at once, in the same order (each run is its own
+trainer process and Ray instance). On a machine whose cores one run does not keep busy this
+finishes the comparison sooner; every run's wall time then includes sharing the machine, so
+wall-clock figures compare fairly only between runs made with the same --jobs.
+
 With the default config (`cpu_tiny`) the tiny model and task are built in `--workdir` if missing.
 Other arguments are hydra overrides passed to every run (e.g. `trainer.n_gpus_per_node=8`).
 """
@@ -36,7 +41,9 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
@@ -116,6 +123,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--smooth", type=int, default=None, help="plot moving-average window (default steps/10)")
     p.add_argument("--timeout", type=float, default=None, help="seconds allowed per training run")
     p.add_argument("--fail-fast", action="store_true", help="stop at the first failed method")
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="(method, seed) runs at once (default 1); wall times then include sharing the machine",
+    )
     p.add_argument(
         "--report-only",
         action="store_true",
@@ -343,6 +356,8 @@ class Comparison:
         self.results: list[MethodResult] = []
         self.plans: list[MethodPlan] = []
         self.seeds = seed_values(args.seed, args.seeds)
+        # hydra's compose and chord-eval use process-wide state: one thread at a time (--jobs)
+        self.shared_state = threading.Lock()
 
     # -------------------------------------------------------------- per stage
     def stage_config(
@@ -356,7 +371,8 @@ class Comparison:
             user_overrides=self.overrides,
             model_path=model_path,
         )
-        cfg = compose_config(self.args.config_name, overrides)
+        with self.shared_state:
+            cfg = compose_config(self.args.config_name, overrides)
         fix = micro_batch_override(cfg)
         if fix is not None:
             print(f"  note: {stage.method}: {fix} (a rank's mini-batch must split into micro-batches)")
@@ -429,9 +445,10 @@ class Comparison:
                 data = self.args.eval_data or _resolved(cfg, "data.val_files")
                 data = [data] if isinstance(data, str) else list(data)
                 max_new = self.args.eval_max_new_tokens or int(_resolved(cfg, "data.max_response_length"))
-                result.eval_acc = evaluate_checkpoint(
-                    run_dirs[-1] / "checkpoints", data, method_dir / "eval", self.args, max_new, seed
-                )
+                with self.shared_state:
+                    result.eval_acc = evaluate_checkpoint(
+                        run_dirs[-1] / "checkpoints", data, method_dir / "eval", self.args, max_new, seed
+                    )
             except Exception as exc:  # evaluation is optional: report it, keep the training result
                 result.error = f"evaluation failed: {exc}"
                 print(f"  {plan.name}: {result.error}")
@@ -452,6 +469,7 @@ class Comparison:
             "smooth": self.window(),
             "sft_fraction": a.sft_fraction,
             "last_k": a.last_k,
+            "jobs": a.jobs,
             "overrides": self.overrides,
             "eval": a.eval,
             "eval_k": a.eval_k,
@@ -513,30 +531,45 @@ class Comparison:
             flush=True,
         )
         progress = Progress(total, len(self.plans) * len(self.seeds))
-        steps_before = 0
-        for index, (seed, name) in enumerate(run_order(methods, self.seeds), 1):
-            plan = plans[name]
-            label = self.label(index, plan, seed)
-            result = self.run_method(plan, seed, index, progress)
-            steps_before += plan.steps
-            progress.done = steps_before  # count skipped steps of a failure
-            self.results.append(result)
-            evals = ", ".join(f"eval {k} {v:.1f}%" for k, v in result.eval_acc.items())
-            if result.status == "ok":
-                print(
-                    f"{label} done in {result.wall_s:.0f} s: final reward "
-                    f"{result.final_reward:.3f} (last {result.last_k}), best {result.best_reward:.3f} "
-                    f"at step {result.best_step}"
-                    + (f", {evals}" if evals else "")
-                    + f" | {progress.overall()}",
-                    flush=True,
-                )
-            else:
-                print(f"{label} failed: {result.error}", flush=True)
-            self.write_report()
-            if result.status != "ok" and self.args.fail_fast:
-                break
+        order = run_order(methods, self.seeds)
+        position = {key: i for i, key in enumerate(order)}
+        steps_done = 0
+        stop = False
+        with ThreadPoolExecutor(max_workers=self.args.jobs) as pool:
+            pending: dict[Future, tuple[int, int, str]] = {}
+            queue = list(enumerate(order, 1))
+            while queue or pending:
+                while queue and not stop and len(pending) < self.args.jobs:
+                    index, (seed, name) = queue.pop(0)
+                    future = pool.submit(self.run_method, plans[name], seed, index, progress)
+                    pending[future] = (index, seed, name)
+                if not pending:
+                    break
+                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    index, seed, name = pending.pop(future)
+                    result = future.result()
+                    steps_done += plans[name].steps
+                    progress.done = max(progress.done, steps_done)  # count skipped steps of a failure
+                    self.results.append(result)
+                    self.results.sort(key=lambda r: position[(r.seed, r.method)])
+                    self._announce(self.label(index, plans[name], seed), result, progress)
+                    self.write_report()
+                    stop = stop or (result.status != "ok" and self.args.fail_fast)
         return self.finish()
+
+    @staticmethod
+    def _announce(label: str, result: MethodResult, progress: Progress) -> None:
+        evals = ", ".join(f"eval {k} {v:.1f}%" for k, v in result.eval_acc.items())
+        if result.status == "ok":
+            print(
+                f"{label} done in {result.wall_s:.0f} s: final reward "
+                f"{result.final_reward:.3f} (last {result.last_k}), best {result.best_reward:.3f} "
+                f"at step {result.best_step}" + (f", {evals}" if evals else "") + f" | {progress.overall()}",
+                flush=True,
+            )
+        else:
+            print(f"{label} failed: {result.error}", flush=True)
 
     def finish(self) -> int:
         json_path, md_path, plot = self.write_report()
@@ -578,6 +611,8 @@ def main(argv: list[str] | None = None) -> int:
             plan_method(name, args.steps, args.sft_fraction)
         if args.last_k < 1:
             raise ValueError(f"--last-k must be >= 1, got {args.last_k}")
+        if args.jobs < 1:
+            raise ValueError(f"--jobs must be >= 1, got {args.jobs}")
         seed_values(args.seed, args.seeds)
         comparison = Comparison(args, overrides, "chord-compare " + shlex.join(argv))
         if args.report_only:

@@ -1,15 +1,18 @@
-"""The paper-shaped benchmark's command, 2 steps of 2 methods on one seed (the full run is a benchmark).
+"""The paper-shaped benchmark's command, 2 steps of 2 methods on 2 seeds (the full run is a benchmark).
 
 Builds the shifted-expert task and a quickly pre-trained base policy (the smoke shortens the
 pre-training through the config's `shift_task` section), then runs
 `benchmarks/bench_paper_shaped.py` as the README gives it: chord-compare on `shift_tiny` with
-held-out and retention accuracy from chord-eval.
+held-out and retention accuracy from chord-eval, two runs at a time (`--jobs 2`, the
+benchmark's default). Also the real-trainer check of `--seeds`: per-seed run directories,
+the mean ± std report and its per-seed JSON.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -24,7 +27,7 @@ REPO = Path(__file__).resolve().parents[2]
 def test_paper_shaped_benchmark_two_steps(tmp_path):
     out, workdir = tmp_path / "out", tmp_path / "shift"
     cmd = [
-        sys.executable, "benchmarks/bench_paper_shaped.py", "--seeds", "1", "--steps", "2",
+        sys.executable, "benchmarks/bench_paper_shaped.py", "--seeds", "2", "--steps", "2",
         "--methods", "grpo,chord_phi", "--out", str(out), "--workdir", str(workdir),
         "shift_task.base_policy.max_steps=20",
         "shift_task.data.num_train=64", "shift_task.data.num_expert=64",
@@ -39,11 +42,26 @@ def test_paper_shaped_benchmark_two_steps(tmp_path):
         assert (workdir / "data" / f"{name}.parquet").exists(), name
 
     report = json.loads((out / "compare.json").read_text())
-    assert report["config"]["config_name"] == "shift_tiny"
-    results = {m["method"]: m for m in report["methods"]}
-    assert set(results) == {"grpo", "chord_phi"}
-    for name, result in results.items():
-        assert result["status"] == "ok", (name, result.get("error"))
+    assert report["config"]["config_name"] == "shift_tiny" and report["config"]["jobs"] == 2
+    assert [(m["method"], m["seed"], m["status"]) for m in report["methods"]] == [
+        ("grpo", 0, "ok"), ("chord_phi", 0, "ok"), ("grpo", 1, "ok"), ("chord_phi", 1, "ok"),
+    ], [m.get("error") for m in report["methods"]]  # fmt: skip
+    for result in report["methods"]:
+        name, seed = result["method"], result["seed"]
         assert set(result["eval_acc"]) == {"val", "retention"}, name  # held-out and second skill
+        assert len(result["step_wall_s"]) == 2, name
+        run = out / "runs" / name / f"seed{seed}"
+        assert f"data.seed={seed}" in (run / "train.log").read_text().splitlines()[0], run
+    for method, summary in report["summary"].items():
+        per_seed = summary["final_reward"]["per_seed"]
+        assert list(per_seed) == ["0", "1"], method
+        assert summary["final_reward"]["mean"] == pytest.approx(sum(per_seed.values()) / 2), method
+        spread = abs(per_seed["0"] - per_seed["1"]) / 2**0.5  # sample std of two values
+        assert summary["final_reward"]["std"] == pytest.approx(spread), method
+        assert summary["eval/retention"]["n"] == 2 and summary["entropy"]["n"] == 2, method
+    assert report["time_to_reward"]["grpo"]["seeds"] == 2
+    table = (out / "compare.md").read_text()
+    for method in ("grpo", "chord_phi"):
+        assert re.search(rf"\| `{method}` \| 2 \| \d\.\d{{3}} ± \d\.\d{{3}} \|", table), table
     info = json.loads((out / "benchmark.json").read_text())
     assert info["exit_code"] == 0 and info["wall_s"] > 0 and len(info["load_before"]) == 3

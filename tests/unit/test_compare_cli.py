@@ -27,6 +27,7 @@ FAKE_TRAINER = textwrap.dedent(
     os.makedirs(os.path.dirname(metrics), exist_ok=True)
     with open(os.path.join(os.path.dirname(metrics), "argv.json"), "w") as f:
         json.dump(sys.argv[1:], f)
+    started = time.time()
     mu = {"sft": 1.0, "grpo": 0.0}.get(args["method"], 0.5)
     with open(metrics, "w") as f:
         for step in range(1, steps + 1):
@@ -37,6 +38,9 @@ FAKE_TRAINER = textwrap.dedent(
             f.flush()
             if args["method"] == os.environ.get("FAKE_FAIL_METHOD"):
                 sys.exit(3)
+            time.sleep(float(os.environ.get("FAKE_STEP_S", "0")))
+    with open(os.path.join(os.path.dirname(metrics), "span.json"), "w") as f:
+        json.dump([started, time.time()], f)
     """
 )
 
@@ -179,6 +183,36 @@ def test_seeds_run_seed_major_in_per_seed_dirs_and_report_mean_std(fake_trainer,
     assert "| `grpo` | 2 | 0.385 ± 0.007 |" in (out / "compare.md").read_text()
     assert main([*argv[:-4], "--seeds", "3", "--report-only"]) == 2
     assert "runs/grpo/seed5/result.json is missing" in capsys.readouterr().err
+
+
+def test_jobs_overlap_runs_and_keep_the_report_in_run_order(fake_trainer, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("FAKE_STEP_S", "0.2")  # long enough for two runs to overlap
+    reports = {}
+    for jobs in ("1", "2"):
+        out = tmp_path / f"jobs{jobs}"
+        argv = _args(out, "--methods", "grpo,chord_phi", "--steps", "4", "--seeds", "2", "--jobs", jobs)
+        assert main(argv) == 0
+        reports[jobs] = json.loads((out / "compare.json").read_text())
+        runs = [(m["method"], m["seed"], m["final_reward"]) for m in reports[jobs]["methods"]]
+        assert runs == [
+            ("grpo", 0, pytest.approx(0.25)), ("chord_phi", 0, pytest.approx(0.25)),
+            ("grpo", 1, pytest.approx(0.26)), ("chord_phi", 1, pytest.approx(0.26)),
+        ]  # fmt: skip
+        assert reports[jobs]["config"]["jobs"] == int(jobs)
+        assert "all 16/16 (100%)" in capsys.readouterr().out
+    finals = {jobs: {m: s["final_reward"] for m, s in r["summary"].items()} for jobs, r in reports.items()}
+    assert finals["1"] == finals["2"]
+
+    def span(jobs: str, method: str, seed: int) -> list[float]:
+        run = tmp_path / f"jobs{jobs}" / "runs" / method / f"seed{seed}"
+        return json.loads((run / "span.json").read_text())
+
+    (a0, a1), (b0, b1) = span("2", "grpo", 0), span("2", "chord_phi", 0)
+    assert b0 < a1 and a0 < b1  # the first two runs ran at the same time with --jobs 2
+    (a0, a1), (b0, b1) = span("1", "grpo", 0), span("1", "chord_phi", 0)
+    assert a1 <= b0  # and one after the other without
+    assert main(_args(tmp_path / "bad", "--jobs", "0")) == 2
+    assert "--jobs must be >= 1, got 0" in capsys.readouterr().err
 
 
 def test_bad_arguments_exit_2_before_any_run(tmp_path, capsys):
