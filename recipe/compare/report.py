@@ -354,7 +354,12 @@ def write_report(
         "method and seed. Reward: mean on-policy score per step (final = mean over the last steps, "
         "their number in the column header); eval: chord-eval avg@k on the final checkpoint; "
         "response length and entropy (`actor/entropy`): means over the same last steps; wall: "
-        "training time including start-up.",
+        "training time including start-up"
+        + (
+            f", {config['jobs']} runs at a time (`--jobs`), so it includes sharing the machine."
+            if config.get("jobs", 1) > 1
+            else "."
+        ),
         "",
         "## Mean ± standard deviation over seeds",
         "",
