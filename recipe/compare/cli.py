@@ -228,8 +228,12 @@ def run_stage(
     heartbeat_s: float = 30.0,
     seen: dict[int, float] | None = None,
     since: float | None = None,
+    cancel: threading.Event | None = None,
 ) -> tuple[int, float]:
     """Run one trainer process, printing a line per logged step; returns (exit code, wall seconds).
+
+    A set `cancel` event stops the trainer (its process group) and raises KeyboardInterrupt: how
+    an interrupt of chord-compare reaches runs that its worker threads are waiting on.
 
     `seen`, if given, gets `{step (offset included): seconds since `since` (a time.monotonic()
     value; default: this stage's start) when the step's record was read}` (polled every 0.5 s).
@@ -258,6 +262,8 @@ def run_stage(
         try:
             while (rc := proc.poll()) is None:
                 report_new()
+                if cancel is not None and cancel.is_set():
+                    raise KeyboardInterrupt
                 now = time.monotonic()
                 if timeout is not None and now - started > timeout:
                     print(f"{label} timed out after {timeout:.0f} s; stopping it", flush=True)
@@ -358,6 +364,7 @@ class Comparison:
         self.seeds = seed_values(args.seed, args.seeds)
         # hydra's compose and chord-eval use process-wide state: one thread at a time (--jobs)
         self.shared_state = threading.Lock()
+        self.cancel = threading.Event()  # set on an interrupt: running trainers stop
 
     # -------------------------------------------------------------- per stage
     def stage_config(
@@ -412,7 +419,7 @@ class Comparison:
             print(f"{label} start: {stage.steps} steps of method={stage.method}, log {run_dir / 'train.log'}")
             rc, _ = run_stage(
                 cmd, run_dir, self.env, progress, label, stage.step_offset, plan.steps, self.args.timeout,
-                seen=seen, since=started,
+                seen=seen, since=started, cancel=self.cancel,
             )  # fmt: skip
             run_dirs.append(run_dir)
             stage_rows.append(_training_rows(run_dir / "metrics.jsonl"))
@@ -545,7 +552,12 @@ class Comparison:
                     pending[future] = (index, seed, name)
                 if not pending:
                     break
-                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                try:
+                    finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                except BaseException:  # Ctrl-C lands here, in the main thread: stop the runs too
+                    self.cancel.set()
+                    wait(pending)
+                    raise
                 for future in finished:
                     index, seed, name = pending.pop(future)
                     result = future.result()

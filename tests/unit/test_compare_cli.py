@@ -7,6 +7,7 @@ sft_then_rl hand-off, progress lines, failures, report files) is checked in seco
 from __future__ import annotations
 
 import json
+import os
 import sys
 import textwrap
 from pathlib import Path
@@ -264,3 +265,23 @@ def test_run_stage_returns_the_exit_code_and_logs_output(tmp_path, capsys):
     assert wall >= 0.0
     log = (tmp_path / "run" / "train.log").read_text()
     assert log.startswith("+ ") and "hello from the trainer" in log
+
+
+def test_run_stage_stops_the_trainer_when_cancelled(tmp_path):
+    """An interrupt reaches runs in worker threads (--jobs) through the cancel event."""
+    import threading
+
+    pid_file = tmp_path / "pid"
+    cmd = [
+        sys.executable,
+        "-c",
+        f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(60)",
+    ]
+    cancel = threading.Event()
+    timer = threading.Timer(1.0, cancel.set)
+    timer.start()
+    with pytest.raises(KeyboardInterrupt):
+        compare.run_stage(cmd, tmp_path / "run", {}, Progress(1, 1), "[1/1 x]", 0, 1, cancel=cancel)
+    pid = int(pid_file.read_text())
+    with pytest.raises(ProcessLookupError):  # terminated and reaped
+        os.kill(pid, 0)
