@@ -63,5 +63,7 @@ def test_paper_shaped_benchmark_two_steps(tmp_path):
     table = (out / "compare.md").read_text()
     for method in ("grpo", "chord_phi"):
         assert re.search(rf"\| `{method}` \| 2 \| \d\.\d{{3}} ± \d\.\d{{3}} \|", table), table
+    claims = (out / "claims.md").read_text()  # the papers' orderings, written after the runs
+    assert "| `chord_phi` > `grpo` | final_reward |" in claims and "not measured" in claims
     info = json.loads((out / "benchmark.json").read_text())
     assert info["exit_code"] == 0 and info["wall_s"] > 0 and len(info["load_before"]) == 3
