@@ -110,9 +110,10 @@ def write_claims(out: Path) -> int:
         f"{seeds} seed(s): means over seeds, se = standard error of the difference "
         "(recipe/compare/claims.py).\n\n"
     )
-    (out / "claims.md").write_text(header + claims_table(rows))
+    text = header + claims_table(rows)
+    (out / "claims.md").write_text(text)
     (out / "claims.json").write_text(json.dumps(rows, indent=1) + "\n")
-    print("\n" + header + claims_table(rows))
+    print("\n" + text)
     return 0
 
 
