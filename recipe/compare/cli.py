@@ -144,13 +144,23 @@ def _clock(seconds: float) -> str:
 
 
 class Progress:
-    """Counts finished steps over all methods; formats one line per step."""
+    """Counts finished steps over all methods; formats one line per step (thread-safe: with
+    --jobs every running method reports its steps from its own thread)."""
 
     def __init__(self, total_steps: int, num_methods: int):
         self.total_steps = total_steps
         self.num_methods = num_methods
         self.done = 0
         self.started = time.monotonic()
+        self._lock = threading.Lock()
+
+    def count(self, steps: int = 1, at_least: int | None = None) -> None:
+        """Add `steps` finished steps, then raise the count to `at_least` (a failed run's
+        skipped steps) if given."""
+        with self._lock:
+            self.done += steps
+            if at_least is not None:
+                self.done = max(self.done, at_least)
 
     def overall(self) -> str:
         elapsed = time.monotonic() - self.started
@@ -161,7 +171,7 @@ class Progress:
         return text
 
     def step_line(self, label: str, step: int, steps: int, data: dict) -> str:
-        self.done += 1
+        self.count()
         parts = [f"{label} step {step:>{len(str(steps))}}/{steps}", f"reward {data[REWARD]:.3f}"]
         if "chord/mu" in data:
             parts.append(f"mu {data['chord/mu']:.3f}")
@@ -562,7 +572,7 @@ class Comparison:
                     index, seed, name = pending.pop(future)
                     result = future.result()
                     steps_done += plans[name].steps
-                    progress.done = max(progress.done, steps_done)  # count skipped steps of a failure
+                    progress.count(0, at_least=steps_done)  # count skipped steps of a failure
                     self.results.append(result)
                     self.results.sort(key=lambda r: position[(r.seed, r.method)])
                     self._announce(self.label(index, plans[name], seed), result, progress)
