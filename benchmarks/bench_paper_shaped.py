@@ -102,7 +102,14 @@ def write_claims(out: Path) -> int:
     """`claims.md` and `claims.json` in `out` from its `compare.json`; prints the table."""
     from recipe.compare.claims import check_claims, claims_table
 
-    report = json.loads((out / "compare.json").read_text())
+    path = out / "compare.json"
+    if not path.exists():
+        print(
+            f"bench_paper_shaped: error: {path} is missing (run the benchmark with this --out first)",
+            file=sys.stderr,
+        )
+        return 2
+    report = json.loads(path.read_text())
     rows = check_claims(report["summary"])
     seeds = len(report["config"]["seeds"])
     header = (
