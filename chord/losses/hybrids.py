@@ -19,26 +19,30 @@ update does not depend on how rows fall into micro-batches or ranks.
   token count), as all our terms are: ``c_sft`` = 1 weighs the two terms equally per token.
 - :func:`srft_loss` (SRFT, arXiv 2506.19767), with ``H_b`` the detached mean token entropy of
   row ``b``'s response under the current policy (per sequence; within a row, so exact in any
-  micro-batching)::
+  micro-batching), ``A_b`` a demonstration's GRPO advantage with the demonstration counted in its
+  prompt's group (LUFFY's path) and ``p = exp(logp)``::
 
-      L =   agg(-c_demo * exp(-H_b) * logp, demonstrations)
-          + agg(-c_pos * exp(s * H_b) * logp, correct own rollouts)
+      L =   agg(-c_demo * exp(-H_b) * logp, demonstrations)                 (SFT on demos)
+          + c_dpg * agg(-A_b * p / (p + gamma), demonstrations)             (RL on demos)
+          + agg(-c_pos * exp(s * H_b) * logp, correct own rollouts)         (RL on own rollouts)
           + c_neg * agg(logp, incorrect own rollouts)
           - c_ent * H + c_kl * KL  (own rollouts)
 
-  with defaults ``c_demo = 0.5``, ``c_pos = 0.1``, ``c_neg = 1`` and ``s = +1``
-  (``chord.srft.positive_entropy_sign``). The paper's own text could not be read from here (the
-  stored copies held its abstract and third-party summaries), so no section is cited. The one
-  transcription of its method that was found (a reader's notes on the v1 HTML, 2026-12-06)
-  gives ``L = L_SFT(demo) + L_RL(demo) + L_RL(own rollouts)`` with
-  ``w_SFT = 0.5 * sg(exp(-H))`` (as here), ``L_RL(own) = w_RL * (-log p(y+)) + log p(y-)``
-  (as here, ``c_neg = 1``) and ``w_RL = 0.1 * sg(exp(-H))``, while its prose says the
+  with defaults ``c_demo = 0.5``, ``c_dpg = 1``, ``gamma = 0.1``, ``c_pos = 0.1``,
+  ``c_neg = 1`` and ``s = +1`` (``chord.srft.positive_entropy_sign``). Source: the paper's text
+  could not be read from here (the stored copies hold its abstract and introduction), so no
+  section is cited; the method comes from the one transcription found (a reader's notes on the
+  v1 HTML): ``L = L_SFT(demo) + L_RL(demo) + L_RL(own rollouts)`` with
+  ``w_SFT = 0.5 * sg(exp(-H))``, ``L_RL(own) = w_RL * (-log p(y+)) + log p(y-)`` and
+  ``L_RL(demo)`` the policy-gradient surrogate on the demonstration with its group advantage.
+  Two choices are ours and are keys: (1) the demonstration's behaviour probability is unknown
+  (it came from another policy), so its surrogate is LUFFY's ratio-free shaped term
+  ``-A * p / (p + gamma)`` (``chord.srft.demo_pg_coef``, ``chord.srft.demo_gamma``; 0 switches
+  it off); (2) the transcription writes ``w_RL = 0.1 * sg(exp(-H))`` while its prose says the
   positive-rollout weight *rises* with entropy (to pull entropy down), i.e. ``exp(+H)``: the
-  sign stays a config key, default +1, until the paper is read. ``H`` is taken per sequence.
-  Not implemented: ``L_RL(demo)``, the clipped policy-gradient term on the demonstration with
-  its group advantage (the demonstration counted in its GRPO group, LUFFY's path); the
-  demonstrations here get the weighted SFT term only. Incorrect rollouts have their likelihood
-  pushed down (``+log p`` minimised), correct ones pulled up like demonstrations.
+  sign is ``chord.srft.positive_entropy_sign``, default +1. ``H`` is taken per sequence. The
+  demonstration terms share one normaliser (the demonstrations' count); incorrect rollouts have
+  their likelihood pushed down (``+log p`` minimised), correct ones pulled up.
 """
 
 from __future__ import annotations
@@ -48,7 +52,7 @@ import torch
 from chord.losses._common import masked_mean, to_floats, zero_masked
 from chord.losses.aggregation import AGG_MODES, Normalizer, aggregate_checked
 from chord.losses.combined import _add_regularizers, _check_horizon, _check_regularizer
-from chord.losses.policy import ClipConfig, check_policy_inputs, policy_core
+from chord.losses.policy import ClipConfig, broadcast_advantages, check_policy_inputs, policy_core
 from chord.losses.sft import weighted_nll_core
 from chord.tensor_checks import check_choice, check_float_tensor, check_mask, check_number, check_row_flags
 
@@ -155,7 +159,10 @@ def srft_loss(
     correct: torch.Tensor,
     entropy: torch.Tensor,
     *,
+    advantages: torch.Tensor | None = None,
     demo_coef: float = 0.5,
+    demo_pg_coef: float = 1.0,
+    demo_gamma: float = 0.1,
     positive_coef: float = 0.1,
     negative_coef: float = 1.0,
     positive_entropy_sign: float = 1.0,
@@ -169,14 +176,17 @@ def srft_loss(
     kl_coef: float = 0.0,
     horizon: int | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """SRFT's three likelihood terms over demonstrations, correct and incorrect own rollouts (module doc).
+    """SRFT's four terms over demonstrations, correct and incorrect own rollouts (module doc).
 
     Shapes: ``logp``, ``mask``, ``entropy`` (the policy's token entropy; detached for the
     weights, with grad for the ``entropy_coeff`` bonus) ``[B, T]``; ``is_expert``, ``correct``
-    ``[B]`` (``correct`` is ignored on demonstration rows). ``positive_entropy_sign`` is +1 or -1.
-    Normalisers: counts of ``agg`` over each kind's rows in the whole mini-batch (default: this
-    call's); ``regularizer_normalizer`` over all own rollouts. Metrics: ``srft_loss`` and its
-    terms ``sft_loss``, ``srft_positive_loss``, ``srft_negative_loss`` (coefficients included),
+    ``[B]`` (``correct`` is ignored on demonstration rows); ``advantages`` ``[B]`` or ``[B, T]``,
+    read on demonstration rows only (their group advantages; required when ``demo_pg_coef > 0``).
+    ``positive_entropy_sign`` is +1 or -1. Normalisers: counts of ``agg`` over each kind's rows
+    in the whole mini-batch (default: this call's): ``sft_normalizer`` for both demonstration
+    terms; ``regularizer_normalizer`` over all own rollouts. Metrics: ``srft_loss`` and its terms
+    ``sft_loss``, ``srft_demo_pg_loss``, ``srft_positive_loss``, ``srft_negative_loss``
+    (coefficients included), ``srft_demo_advantage_mean`` (over demonstration tokens),
     ``expert_p_mean``, ``sft_weight_mean`` / ``sft_weight_max`` (demonstration weights
     ``demo_coef * exp(-H_b)``), ``phi_mean``, ``srft_demo_entropy`` (mean of ``H_b`` over
     demonstration tokens), ``srft_positive_weight_mean`` (over correct-rollout tokens),
@@ -185,18 +195,30 @@ def srft_loss(
     """
     for name, value in (
         ("demo_coef", demo_coef),
+        ("demo_pg_coef", demo_pg_coef),
         ("positive_coef", positive_coef),
         ("negative_coef", negative_coef),
     ):
         check_number(name, value, low=0.0)
     if positive_entropy_sign not in (1, -1, 1.0, -1.0):
         raise ValueError(f"positive_entropy_sign: expected +1 or -1, got {positive_entropy_sign!r}")
+    demo_gamma = check_number("demo_gamma", demo_gamma, low=0.0, low_open=True)
     check_choice("agg", agg, AGG_MODES)
     lp = check_float_tensor("logp", logp)
     if lp.dim() != 2:
         raise ValueError(f"logp: expected shape [B, T], got {tuple(lp.shape)}")
     shape = tuple(lp.shape)
     m = check_mask("mask", mask, shape, like="logp")
+    if advantages is None:
+        if demo_pg_coef != 0.0:
+            raise ValueError(
+                "advantages: SRFT's policy-gradient term on demonstrations (demo_pg_coef > 0) needs "
+                "the demonstrations' group advantages"
+            )
+        adv = torch.zeros_like(lp)
+    else:
+        adv = check_float_tensor("advantages", advantages, shapes=[(shape[0],), shape], like="logp")
+        adv = broadcast_advantages(adv, shape)
     ent = check_float_tensor("entropy", entropy, shape=shape, like="logp")
     expert = check_row_flags("is_expert", is_expert, shape[0])
     right = check_row_flags("correct", correct, shape[0])
@@ -218,6 +240,16 @@ def srft_loss(
         normalizer_name="sft_normalizer",
         horizon=horizon,
     )
+    p_demo = torch.exp(zero_masked(lp, demo_mask))
+    demo_adv = zero_masked(adv.detach().float(), demo_mask)
+    demo_pg = demo_pg_coef * aggregate_checked(
+        -demo_adv * (p_demo / (p_demo + demo_gamma)),
+        demo_mask,
+        agg,
+        sft_normalizer,
+        horizon=horizon,
+        normalizer_name="sft_normalizer",
+    )
     pos_weight = positive_coef * torch.exp(float(positive_entropy_sign) * h)
     lp_pos = zero_masked(lp, pos_mask)
     positive = aggregate_checked(
@@ -232,7 +264,7 @@ def srft_loss(
     negative = negative_coef * aggregate_checked(
         lp_neg, neg_mask, agg, negative_normalizer, horizon=horizon, normalizer_name="negative_normalizer"
     )
-    loss = sft + positive + negative
+    loss = sft + demo_pg + positive + negative
     objective = loss.detach()
     use_entropy = entropy_coeff != 0.0
     loss, reg_metrics = _add_regularizers(
@@ -250,6 +282,8 @@ def srft_loss(
     metrics = {
         "srft_loss": objective,
         **sft_metrics,
+        "srft_demo_pg_loss": demo_pg.detach(),
+        "srft_demo_advantage_mean": masked_mean(demo_adv, demo_mask),
         "srft_positive_loss": positive.detach(),
         "srft_negative_loss": negative.detach(),
         "srft_demo_entropy": masked_mean(h.expand(shape), demo_mask),

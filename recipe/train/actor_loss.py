@@ -84,8 +84,8 @@ _PREFIX_MEANS = {"prefix_p_mean"}  # over the prefix tokens of the mini-batch
 _MAXIMA = {"sft_weight_max"}
 _DRIVER_LOGGED = {"mu", "expert_rows", "on_policy_rows", "expert_tokens", "on_policy_tokens"}
 # The hybrids' metrics (recipe.train.hybrid_loss); means over SRFT's correct-rollout tokens.
-_SUMMED |= {"hpt_loss", "srft_loss", "srft_positive_loss", "srft_negative_loss"}
-_EXPERT_MEANS |= {"srft_demo_entropy"}
+_SUMMED |= {"hpt_loss", "srft_loss", "srft_demo_pg_loss", "srft_positive_loss", "srft_negative_loss"}
+_EXPERT_MEANS |= {"srft_demo_entropy", "srft_demo_advantage_mean"}
 _POSITIVE_MEANS = {"srft_positive_weight_mean"}
 _DRIVER_LOGGED |= {"positive_rows", "positive_tokens"}
 _DRIVER_LOGGED |= {"prefix_tokens"}

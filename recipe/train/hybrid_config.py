@@ -31,11 +31,16 @@ class HptConfig:
 
 @dataclass
 class SrftConfig:
-    """SRFT: demonstrations weighted `demo_coef * exp(-H)`, correct rollouts
-    `positive_coef * exp(positive_entropy_sign * H)`, incorrect rollouts' likelihood pushed down
-    with `negative_coef` (`chord.losses.hybrids.srft_loss`)."""
+    """SRFT: demonstrations' NLL weighted `demo_coef * exp(-H)` plus `demo_pg_coef` times their
+    policy-gradient term (`-A * p / (p + demo_gamma)`, `A` the demonstration's advantage in its
+    prompt's group, where it scores `demo_reward`); correct rollouts' likelihood weighted
+    `positive_coef * exp(positive_entropy_sign * H)`, incorrect ones' pushed down with
+    `negative_coef` (`chord.losses.hybrids.srft_loss`)."""
 
     demo_coef: float = 0.5
+    demo_pg_coef: float = 1.0
+    demo_gamma: float = 0.1  # LUFFY's shaping constant: the demonstrator's probability is unknown
+    demo_reward: float = 1.0
     positive_coef: float = 0.1
     negative_coef: float = 1.0
     # The sign of the exponent on correct rollouts: +1 unverified against the paper's text, which
@@ -62,11 +67,14 @@ def validate_hybrid_config(chord: Any) -> None:
     for key, value in (
         ("chord.hpt.sft_coef", chord.hpt.sft_coef),
         ("chord.srft.demo_coef", chord.srft.demo_coef),
+        ("chord.srft.demo_pg_coef", chord.srft.demo_pg_coef),
         ("chord.srft.positive_coef", chord.srft.positive_coef),
         ("chord.srft.negative_coef", chord.srft.negative_coef),
     ):
         if value < 0:
             raise ValueError(f"{key}: must be >= 0, got {value}")
+    if chord.srft.demo_gamma <= 0:
+        raise ValueError(f"chord.srft.demo_gamma: must be > 0, got {chord.srft.demo_gamma}")
     if chord.srft.positive_entropy_sign not in (1, -1):
         raise ValueError(
             f"chord.srft.positive_entropy_sign: expected 1 or -1, got {chord.srft.positive_entropy_sign}"

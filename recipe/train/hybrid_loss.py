@@ -8,7 +8,8 @@ normalisers come from `recipe.train.actor_loss.mini_batch_sums` like every other
 - HPT: `chord.losses.hybrids.hpt_loss` (GRPO over active rollouts + `c_sft` NLL over active
   demonstrations), with verl's entropy bonus and KL loss over the active rollouts.
 - SRFT: `chord.losses.hybrids.srft_loss`; the entropy weights need the model's token entropy
-  (`actor.calculate_entropy`, switched on at start-up by `recipe.train.hybrid_config`).
+  (`actor.calculate_entropy`, switched on at start-up by `recipe.train.hybrid_config`); the
+  demonstrations' policy-gradient term reads their group advantages from `advantages`.
 - ReLIFT: `chord.losses.chord_loss` with plain NLL: the RL update has no expert rows (mu = 0,
   i.e. GRPO), the SFT-only update only expert rows (mu = 1, token-mean NLL).
 """
@@ -79,7 +80,10 @@ def hybrid_loss(
             is_expert,
             batch[CORRECT].to(torch.bool),
             entropy,
+            advantages=batch["advantages"],
             demo_coef=cfg.demo_coef,
+            demo_pg_coef=cfg.demo_pg_coef,
+            demo_gamma=cfg.demo_gamma,
             positive_coef=cfg.positive_coef,
             negative_coef=cfg.negative_coef,
             positive_entropy_sign=float(cfg.positive_entropy_sign),

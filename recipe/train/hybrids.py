@@ -13,9 +13,11 @@ and SRFT, as it asks `_luffy_rows` for LUFFY's; `ChordRayTrainer._update_actor` 
   demonstration row, so the batch shape (and its split over ranks and mini-batches) never
   changes; a gated prompt without a demonstration stops the run naming the row. Metrics:
   `hpt/gated_prompts`, `hpt/gated_fraction`.
-- SRFT (`chord.srft`): every prompt's demonstration joins the batch (LUFFY's pairing; its loss
-  terms are likelihood terms, so no group advantage is recomputed); rollouts carry
-  `chord_correct = score >= correct_threshold`. Metrics: `srft/correct_rollouts`.
+- SRFT (`chord.srft`): every prompt's demonstration joins the batch and its prompt's GRPO group
+  (LUFFY's pairing): it scores `demo_reward` and gets the group advantage its policy-gradient
+  term uses (`_group_advantages_with_demos`); the rollouts keep verl's advantages, which SRFT's
+  likelihood terms do not read, and carry `chord_correct = score >= correct_threshold`.
+  Metrics: `srft/correct_rollouts`, `srft/demo_advantage_mean` (per demonstration).
 - ReLIFT (`chord.relift`): after the step's RL update (plain GRPO), prompts with no rollout at
   or above the threshold go into `chord.hybrids.ReliftBuffer` with their demonstration; when it
   holds `buffer_size` entries they make one SFT-only update (all rows expert, mu = 1: token-mean
@@ -38,6 +40,7 @@ import numpy as np
 import torch
 from verl import DataProto
 
+from chord.advantages import broadcast_to_tokens
 from chord.data import ExpertBatch
 from chord.hybrids import ReliftBuffer, ReliftEntry, count_correct, hpt_gate
 from recipe.train.actor_loss import MU
@@ -122,9 +125,14 @@ class HybridsMixin:
             prompt_ids, response_ids, None, None, [loss] * n_ex, [("rl", p.first_row) for p in prompts]
         )
         padded = self._pad_like(demos, on_policy)
-        expert = self._as_expert_rows(
-            padded, on_policy, torch.zeros_like(padded["response_mask"], dtype=torch.float32)
-        )
+        demo_mask = padded["response_mask"].float()
+        advantages = torch.zeros_like(demo_mask)
+        if loss == "srft":  # its demonstrations' policy-gradient term: the demo in its GRPO group
+            rows = [p.first_row for p in prompts]
+            advantages = broadcast_to_tokens(
+                self._group_advantages_with_demos(batch, rows, cfg.demo_reward)[1], demo_mask
+            )
+        expert = self._as_expert_rows(padded, on_policy, advantages)
         metrics = {
             "chord/expert_rows": float(n_ex),
             "chord/expert_truncated": float(truncated),
@@ -144,6 +152,7 @@ class HybridsMixin:
             expert.batch[CORRECT] = torch.zeros(n_ex, dtype=torch.bool)
             metrics["chord/expert_tokens"] = float(padded["response_mask"].sum().item())
             metrics["srft/correct_rollouts"] = float(on_policy.batch[CORRECT].sum().item())
+            metrics["srft/demo_advantage_mean"] = float(advantages[:, 0].mean().item())
         return expert, metrics
 
     # ------------------------------------------------------------------ ReLIFT

@@ -381,11 +381,9 @@ class ChordRayTrainer(HybridsMixin, RayPPOTrainer):
 
         The response is the RL row's `extra_info[chord.luffy.response_key]` (plus EOS unless it
         already ends with it); it scores `chord.luffy.expert_reward`. The rollouts score their
-        `token_level_rewards` (verl's scores, minus the KL-in-reward penalty when
-        `algorithm.use_kl_in_reward` is on, as verl's GRPO uses). Advantages of the whole group
-        (rollouts and expert trace) are recomputed with
-        `chord.advantages.grpo_outcome_advantages(expert_in_groups=True)` and written back to
-        the rollout rows of `batch`, so verl's `critic/advantages/*` log the ones used.
+        `token_level_rewards`. Advantages of the whole group (rollouts and expert trace) are
+        recomputed (`_group_advantages_with_demos`) and written back to the rollout rows of
+        `batch`, so verl's `critic/advantages/*` log the ones used.
         """
         cfg = self.chord.luffy
         uids = list(batch.non_tensor_batch["uid"])
@@ -411,7 +409,7 @@ class ChordRayTrainer(HybridsMixin, RayPPOTrainer):
                 ids.append(self.tokenizer.eos_token_id)
             truncated += len(ids) > width
             response_ids.append(ids[:width])
-        n_on, n_ex = len(on_policy), len(rows)
+        n_ex = len(rows)
         self._expert_row_names = [
             f"expert trace of RL row {i} (extra_info[{cfg.response_key!r}])" for i in rows
         ]
@@ -419,26 +417,42 @@ class ChordRayTrainer(HybridsMixin, RayPPOTrainer):
             prompt_ids, response_ids, None, None, ["luffy"] * n_ex, [("rl", i) for i in rows]
         )
         padded = self._pad_like(expert, on_policy)
-        rewards = batch.batch["token_level_rewards"].sum(-1).float()
-        scores = torch.cat([rewards, torch.full((n_ex,), float(cfg.expert_reward))])
-        is_expert = torch.cat([torch.zeros(n_on, dtype=torch.bool), torch.ones(n_ex, dtype=torch.bool)])
-        advantages = grpo_outcome_advantages(
-            scores,
-            uids + [uids[i] for i in rows],
-            is_expert,
-            norm_by_std=bool(self.config.algorithm.get("norm_adv_by_std_in_grpo", True)),
-            expert_in_groups=True,
-        )
+        rollout_adv, demo_adv = self._group_advantages_with_demos(batch, rows, cfg.expert_reward)
         on_mask = on_policy.batch["response_mask"].float()
-        on_policy.batch["advantages"] = broadcast_to_tokens(advantages[:n_on], on_mask)
+        on_policy.batch["advantages"] = broadcast_to_tokens(rollout_adv, on_mask)
         batch.batch["advantages"] = on_policy.batch["advantages"]  # what verl's metrics read
-        expert_adv = broadcast_to_tokens(advantages[n_on:], padded["response_mask"].float())
+        expert_adv = broadcast_to_tokens(demo_adv, padded["response_mask"].float())
         metrics = {
             "chord/expert_rows": float(n_ex),
             "chord/expert_tokens": float(padded["response_mask"].sum().item()),
             "chord/expert_truncated": float(truncated),
         }
         return self._as_expert_rows(padded, on_policy, expert_adv), metrics
+
+    def _group_advantages_with_demos(
+        self, batch: DataProto, demo_rows: list[int], demo_reward: float
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """GRPO advantages (rollouts ``[n]``, demonstrations ``[len(demo_rows)]``) with each
+        demonstration one more member of the group of RL row ``demo_rows[k]``'s prompt.
+
+        Demonstrations score ``demo_reward``; rollouts their `token_level_rewards` (verl's
+        scores, minus the KL-in-reward penalty when `algorithm.use_kl_in_reward` is on, as
+        verl's GRPO uses); `algorithm.norm_adv_by_std_in_grpo` as in verl
+        (`chord.advantages.grpo_outcome_advantages(expert_in_groups=True)`).
+        """
+        uids = list(batch.non_tensor_batch["uid"])
+        n_on, n_demo = len(uids), len(demo_rows)
+        rewards = batch.batch["token_level_rewards"].sum(-1).float()
+        scores = torch.cat([rewards, torch.full((n_demo,), float(demo_reward))])
+        is_expert = torch.cat([torch.zeros(n_on, dtype=torch.bool), torch.ones(n_demo, dtype=torch.bool)])
+        advantages = grpo_outcome_advantages(
+            scores,
+            uids + [uids[i] for i in demo_rows],
+            is_expert,
+            norm_by_std=bool(self.config.algorithm.get("norm_adv_by_std_in_grpo", True)),
+            expert_in_groups=True,
+        )
+        return advantages[:n_on], advantages[n_on:]
 
     def _interleave_order(self, n_on: int, n_expert: int, num_mini_batch: int) -> list[int]:
         """Row order giving every rank, mini-batch and (if possible) micro-batch an equal share of

@@ -39,7 +39,8 @@ from tests.integration.test_actor_loss_layouts import (  # noqa: E402
 HPT_ACTIVE = [True, True, False, True, False, True, True, False]
 SRFT_CORRECT = [True, False, False, True, False, False, False, True]  # rollouts 0, 3, 7 correct
 AGGS = [("token-mean", None), ("seq-mean-token-mean", None), ("seq-mean-token-sum-norm", 16)]
-SFT_COEF, SRFT = 1.5, {"demo_coef": 0.5, "positive_coef": 0.1, "negative_coef": 1.0}
+SFT_COEF = 1.5
+SRFT = {"demo_coef": 0.5, "demo_pg_coef": 2.0, "demo_gamma": 0.2, "positive_coef": 0.1, "negative_coef": 1.0}
 
 
 def _hybrid_padded(variant: str) -> dict[str, torch.Tensor]:
@@ -81,12 +82,17 @@ def _reference(padded: dict, variant: str, agg: str, horizon: float, sign: int):
     pos_m, neg_m, demo_m = on_m * correct, on_m * (1 - correct), m * ex
     h = ((ent.detach() * m).sum(-1) / m.sum(-1)).unsqueeze(-1)
     sft = _agg(-SRFT["demo_coef"] * torch.exp(-h) * logp, demo_m, agg, horizon)
+    p = torch.exp(logp)
+    shaped = -padded["advantages"] * p / (p + SRFT["demo_gamma"])  # demonstrations' group advantages
+    demo_pg = SRFT["demo_pg_coef"] * _agg(shaped, demo_m, agg, horizon)
     pos = _agg(-SRFT["positive_coef"] * torch.exp(sign * h) * logp, pos_m, agg, horizon)
     neg = SRFT["negative_coef"] * _agg(logp, neg_m, agg, horizon)
     regs = -ENTROPY_COEFF * _agg(ent, on_m, agg, horizon) + KL_COEF * _agg(kl, on_m, agg, horizon)
     true = {
-        "srft_loss": float(sft + pos + neg),
+        "srft_loss": float(sft + demo_pg + pos + neg),
         "sft_loss": float(sft),
+        "srft_demo_pg_loss": float(demo_pg),
+        "srft_demo_advantage_mean": float(padded["advantages"][demo_m > 0].mean()),
         "srft_positive_loss": float(pos),
         "srft_negative_loss": float(neg),
         "srft_demo_entropy": float(h.expand_as(m)[demo_m > 0].mean()),
@@ -94,7 +100,7 @@ def _reference(padded: dict, variant: str, agg: str, horizon: float, sign: int):
             (SRFT["positive_coef"] * torch.exp(sign * h)).expand_as(m)[pos_m > 0].mean()
         ),
     }
-    return logp_leaves, sft + pos + neg + regs, true
+    return logp_leaves, sft + demo_pg + pos + neg + regs, true
 
 
 CASES = [("hpt", 1), ("srft", 1), ("srft", -1), ("relift", 1)]

@@ -26,7 +26,11 @@ def _trainer(tok, chord: dict) -> ChordRayTrainer:
     trainer.chord = load_chord_config(chord)
     trainer.global_steps = 5
     trainer.config = OmegaConf.create(
-        {"data": {"max_response_length": 6}, "actor_rollout_ref": {"actor": {}}}
+        {
+            "data": {"max_response_length": 6},
+            "actor_rollout_ref": {"actor": {}},
+            "algorithm": {"norm_adv_by_std_in_grpo": False},
+        }
     )
     trainer._init_hybrids()
     return trainer
@@ -72,6 +76,14 @@ def test_srft_marks_correct_rollouts_and_pairs_every_prompt(tiny_tokenizer):
     assert on_policy.batch[CORRECT].tolist() == [True, False, True, True]
     assert expert.batch[CORRECT].tolist() == [False, False] and len(expert) == 2
     assert metrics["srft/correct_rollouts"] == 3
+    # each demonstration (reward 1) joins its group; rewards (scores minus the KL-in-reward
+    # penalty): u0 rollouts 0.5, 0 -> mean with the demo 0.5, A = 0.5; u1 1.2, 0.9 -> mean 31/30
+    demo_adv = expert.batch["advantages"][:, 0].tolist()
+    assert demo_adv == pytest.approx([0.5, 1.0 - 31 / 30], rel=1e-5)
+    mask = expert.batch["response_mask"].bool()
+    assert (expert.batch["advantages"][~mask] == 0).all()
+    assert on_policy.batch["advantages"].eq(7.0).all()  # verl's, untouched (SRFT does not read them)
+    assert metrics["srft/demo_advantage_mean"] == pytest.approx((0.5 + 1.0 - 31 / 30) / 2, rel=1e-5)
 
 
 def test_relift_buffers_failed_prompts_and_runs_an_sft_only_update_when_full(tiny_tokenizer):

@@ -35,7 +35,7 @@ def test_hpt_gates_prompts_and_trains_their_demonstrations(workdir, tmp_path):  
     assert rows[0]["data"]["hpt/gated_prompts"] > 0
 
 
-def test_srft_logs_its_three_terms(workdir, tmp_path):  # noqa: F811
+def test_srft_logs_its_four_terms(workdir, tmp_path):  # noqa: F811
     rows = run_trainer(workdir, tmp_path, "method=srft", "trainer.save_freq=-1")
     assert _steps(rows) == [1, 2, 3]
     for row in rows:
@@ -47,6 +47,12 @@ def test_srft_logs_its_three_terms(workdir, tmp_path):  # noqa: F811
         for key in ("actor/srft_loss", "actor/srft_positive_loss", "actor/srft_negative_loss"):
             assert key in data and data[key] == data[key], key
         assert 0 <= data["srft/correct_rollouts"] <= 64
+        # the demonstration scores 1, the tiny task's maximum: never below its group's mean, so
+        # its advantage is >= 0 and its policy-gradient term (-A * p / (p + gamma)) <= 0
+        assert data["srft/demo_advantage_mean"] >= 0 and data["actor/srft_demo_advantage_mean"] >= 0
+        assert data["actor/srft_demo_pg_loss"] <= 0
+    # some group has a failed rollout at step 1 (the tiny model starts untrained): A > 0 there
+    assert rows[0]["data"]["srft/demo_advantage_mean"] > 0
 
 
 # Every prompt fails (no reward reaches 2), 16 prompts a step, buffer of 40: the buffer holds 16,

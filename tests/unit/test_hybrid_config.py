@@ -13,6 +13,7 @@ def test_defaults_are_the_papers():
     chord = load_chord_config({"variant": "srft"})
     assert (chord.srft.demo_coef, chord.srft.positive_coef, chord.srft.negative_coef) == (0.5, 0.1, 1.0)
     assert chord.srft.positive_entropy_sign == 1
+    assert (chord.srft.demo_pg_coef, chord.srft.demo_gamma, chord.srft.demo_reward) == (1.0, 0.1, 1.0)
     assert (chord.hpt.gate, chord.hpt.sft_coef, chord.hpt.correct_threshold) == (0, 1.0, 1.0)
     assert chord.relift.buffer_size == 128
 
@@ -23,6 +24,8 @@ def test_defaults_are_the_papers():
         ({"variant": "hpt", "hpt": {"gate": -1}}, "chord.hpt.gate"),
         ({"variant": "srft", "srft": {"positive_entropy_sign": 2}}, "chord.srft.positive_entropy_sign"),
         ({"variant": "srft", "srft": {"demo_coef": -0.5}}, "chord.srft.demo_coef"),
+        ({"variant": "srft", "srft": {"demo_pg_coef": -1.0}}, "chord.srft.demo_pg_coef"),
+        ({"variant": "srft", "srft": {"demo_gamma": 0.0}}, "chord.srft.demo_gamma"),
         ({"variant": "relift", "relift": {"buffer_size": 0}}, "chord.relift.buffer_size"),
     ],
 )

@@ -75,7 +75,13 @@ SRFT_CORRECT = torch.tensor([False, True, False])
 def test_srft_loss_terms_match_hand_computed_values(sign):
     logp = SRFT_LOGP.clone().requires_grad_(True)
     loss, metrics = srft_loss(
-        logp, torch.ones(3, 2), SRFT_EXPERT, SRFT_CORRECT, SRFT_ENT, positive_entropy_sign=sign
+        logp,
+        torch.ones(3, 2),
+        SRFT_EXPERT,
+        SRFT_CORRECT,
+        SRFT_ENT,
+        positive_entropy_sign=sign,
+        demo_pg_coef=0.0,
     )
     (grad,) = torch.autograd.grad(loss, logp)
     w_demo, w_pos = 0.5 * math.exp(-2.0), 0.1 * math.exp(sign * 1.0)
@@ -97,7 +103,9 @@ def test_srft_loss_terms_match_hand_computed_values(sign):
 
 def test_srft_entropy_weights_are_detached_and_the_bonus_is_over_own_rollouts():
     ent = SRFT_ENT.clone().requires_grad_(True)
-    loss, metrics = srft_loss(SRFT_LOGP, torch.ones(3, 2), SRFT_EXPERT, SRFT_CORRECT, ent, entropy_coeff=0.1)
+    loss, metrics = srft_loss(
+        SRFT_LOGP, torch.ones(3, 2), SRFT_EXPERT, SRFT_CORRECT, ent, entropy_coeff=0.1, demo_pg_coef=0.0
+    )
     (grad,) = torch.autograd.grad(loss, ent)
     # only the bonus -0.1 * token-mean(H) over the 4 rollout tokens reaches the entropy
     expected = torch.tensor([[0.0, 0.0], [-0.025, -0.025], [-0.025, -0.025]])
@@ -112,4 +120,71 @@ def test_row_entropy_is_the_mean_over_each_rows_counted_tokens():
 
 def test_srft_refuses_a_sign_other_than_plus_or_minus_one():
     with pytest.raises(ValueError, match="positive_entropy_sign"):
-        srft_loss(SRFT_LOGP, torch.ones(3, 2), SRFT_EXPERT, SRFT_CORRECT, SRFT_ENT, positive_entropy_sign=0.5)
+        srft_loss(
+            SRFT_LOGP,
+            torch.ones(3, 2),
+            SRFT_EXPERT,
+            SRFT_CORRECT,
+            SRFT_ENT,
+            positive_entropy_sign=0.5,
+            demo_pg_coef=0.0,
+        )
+
+
+# SRFT's policy-gradient term on the demonstration (row 0, p = [1/2, 1/4], group advantage A = 0.5,
+# gamma 0.1, coefficient 2): l_t = -A * p / (p + 0.1) = -0.5 * [5/6, 5/7]; token-mean over the
+# demonstration's 2 tokens: -0.5 * (5/6 + 5/7) / 2 = -0.386905, times 2 = -0.773810.
+# d l_t / d logp_t = -A * gamma * p / (p + gamma)^2 = -0.5 * [0.138889, 0.204082], / 2 tokens, * 2.
+# The rollout rows' advantages (9, -7) take part in no term.
+SRFT_ADV = torch.tensor([0.5, 9.0, -7.0])
+
+
+def test_srft_demo_policy_gradient_term_matches_hand_computed_values():
+    logp = SRFT_LOGP.clone().requires_grad_(True)
+    kwargs = dict(advantages=SRFT_ADV, demo_gamma=0.1)
+    loss, metrics = srft_loss(
+        logp, torch.ones(3, 2), SRFT_EXPERT, SRFT_CORRECT, SRFT_ENT, demo_pg_coef=2.0, **kwargs
+    )
+    (grad,) = torch.autograd.grad(loss, logp)
+    base, base_metrics = srft_loss(
+        SRFT_LOGP.clone().requires_grad_(True),
+        torch.ones(3, 2),
+        SRFT_EXPERT,
+        SRFT_CORRECT,
+        SRFT_ENT,
+        demo_pg_coef=0.0,
+        **kwargs,
+    )
+    demo_pg = 2.0 * -0.5 * (5 / 6 + 5 / 7) / 2
+    assert metrics["srft_demo_pg_loss"] == pytest.approx(demo_pg, rel=1e-6)
+    assert base_metrics["srft_demo_pg_loss"] == 0.0
+    assert loss.item() == pytest.approx(base.item() + demo_pg, rel=1e-6)
+    assert metrics["srft_loss"] == pytest.approx(base_metrics["srft_loss"] + demo_pg, rel=1e-6)
+    assert metrics["srft_demo_advantage_mean"] == pytest.approx(0.5)
+    w_demo, w_pos = 0.5 * math.exp(-2.0), 0.1 * math.exp(1.0)
+    pg_grad = [2.0 * -0.5 * 0.1 * p / (p + 0.1) ** 2 / 2 for p in (0.5, 0.25)]
+    expected = torch.tensor(
+        [[-w_demo / 2 + pg_grad[0], -w_demo / 2 + pg_grad[1]], [-w_pos / 2] * 2, [0.5, 0.5]]
+    )
+    torch.testing.assert_close(grad, expected)
+
+
+def test_srft_takes_token_level_advantages_and_needs_them_for_the_demo_term():
+    per_token = SRFT_ADV.unsqueeze(-1).expand(3, 2)
+    a, _ = srft_loss(SRFT_LOGP, torch.ones(3, 2), SRFT_EXPERT, SRFT_CORRECT, SRFT_ENT, advantages=per_token)
+    b, _ = srft_loss(SRFT_LOGP, torch.ones(3, 2), SRFT_EXPERT, SRFT_CORRECT, SRFT_ENT, advantages=SRFT_ADV)
+    assert a.item() == pytest.approx(b.item())
+    with pytest.raises(ValueError, match="advantages: SRFT's policy-gradient term"):
+        srft_loss(SRFT_LOGP, torch.ones(3, 2), SRFT_EXPERT, SRFT_CORRECT, SRFT_ENT)
+    with pytest.raises(ValueError, match="advantages"):
+        srft_loss(SRFT_LOGP, torch.ones(3, 2), SRFT_EXPERT, SRFT_CORRECT, SRFT_ENT, advantages=torch.ones(2))
+    with pytest.raises(ValueError, match="demo_gamma"):
+        srft_loss(
+            SRFT_LOGP,
+            torch.ones(3, 2),
+            SRFT_EXPERT,
+            SRFT_CORRECT,
+            SRFT_ENT,
+            advantages=SRFT_ADV,
+            demo_gamma=0.0,
+        )
