@@ -125,13 +125,11 @@ class HybridsMixin:
             prompt_ids, response_ids, None, None, [loss] * n_ex, [("rl", p.first_row) for p in prompts]
         )
         padded = self._pad_like(demos, on_policy)
-        demo_mask = padded["response_mask"].float()
-        advantages = torch.zeros_like(demo_mask)
+        demo_adv = torch.zeros(n_ex)
         if loss == "srft":  # its demonstrations' policy-gradient term: the demo in its GRPO group
             rows = [p.first_row for p in prompts]
-            advantages = broadcast_to_tokens(
-                self._group_advantages_with_demos(batch, rows, cfg.demo_reward)[1], demo_mask
-            )
+            demo_adv = self._group_advantages_with_demos(batch, rows, cfg.demo_reward)[1]
+        advantages = broadcast_to_tokens(demo_adv, padded["response_mask"].float())
         expert = self._as_expert_rows(padded, on_policy, advantages)
         metrics = {
             "chord/expert_rows": float(n_ex),
@@ -152,7 +150,7 @@ class HybridsMixin:
             expert.batch[CORRECT] = torch.zeros(n_ex, dtype=torch.bool)
             metrics["chord/expert_tokens"] = float(padded["response_mask"].sum().item())
             metrics["srft/correct_rollouts"] = float(on_policy.batch[CORRECT].sum().item())
-            metrics["srft/demo_advantage_mean"] = float(advantages[:, 0].mean().item())
+            metrics["srft/demo_advantage_mean"] = float(demo_adv.mean().item())
         return expert, metrics
 
     # ------------------------------------------------------------------ ReLIFT
