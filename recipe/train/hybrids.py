@@ -15,8 +15,10 @@ and SRFT, as it asks `_luffy_rows` for LUFFY's; `ChordRayTrainer._update_actor` 
   `hpt/gated_prompts`, `hpt/gated_fraction`.
 - SRFT (`chord.srft`): every prompt's demonstration joins the batch and its prompt's GRPO group
   (LUFFY's pairing): it scores `demo_reward` and gets the group advantage its policy-gradient
-  term uses (`_group_advantages_with_demos`); the rollouts keep verl's advantages, which SRFT's
-  likelihood terms do not read, and carry `chord_correct = score >= correct_threshold`.
+  term uses (`_group_advantages_with_demos`: divided by the group's std as
+  `algorithm.norm_adv_by_std_in_grpo` says; the newer hybrids' authors use r - mean, i.e.
+  false: ALGORITHMS.md). The rollouts keep verl's advantages, which SRFT's likelihood terms do
+  not read, and carry `chord_correct = score >= correct_threshold`.
   Metrics: `srft/correct_rollouts`, `srft/demo_advantage_mean` (per demonstration).
 - ReLIFT (`chord.relift`): after the step's RL update (plain GRPO), prompts with no rollout at
   or above the threshold go into `chord.hybrids.ReliftBuffer` with their demonstration; when it

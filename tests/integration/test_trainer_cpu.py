@@ -16,9 +16,6 @@ from pathlib import Path
 
 import pytest
 
-from chord.schedules import build_mu_schedule
-from recipe.train.config import MuConfig
-
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
@@ -59,12 +56,6 @@ def run_trainer(workdir: Path, run_dir: Path, *overrides: str, steps: int = STEP
     assert proc.returncode == 0, log[-4000:]
     rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
     return [r for r in rows if "chord/mu" in r["data"]]
-
-
-def expected_mu(mu_section: dict, step: int) -> float:
-    """mu of `chord.schedules` at `step`, for a `chord.mu` section as the config holds it."""
-    params = MuConfig(**mu_section)
-    return build_mu_schedule(params.schedule, **params.schedule_params())(step)
 
 
 @pytest.fixture(scope="module")
@@ -121,17 +112,6 @@ def test_resume_from_step_2_continues_with_same_mu_and_expert_rows(phi_run, work
     assert resumed[0]["data"]["chord/mu"] == pytest.approx(uninterrupted["chord/mu"])
     assert resumed[0]["data"]["chord/expert_fingerprint"] == uninterrupted["chord/expert_fingerprint"]
     assert resumed[0]["data"]["chord/expert_epoch"] == pytest.approx(uninterrupted["chord/expert_epoch"])
-
-
-def test_chord_mu_follows_the_schedule(workdir, tmp_path):
-    schedule = ["chord.mu.decay_steps=4", "chord.mu.valley=0.05"]
-    rows = run_trainer(workdir, tmp_path, "method=chord_mu", *schedule, "trainer.save_freq=-1")
-    preset = {"schedule": "cosine", "warmup_steps": 0, "decay_steps": 4, "peak": 0.9, "valley": 0.05}
-    assert [r["step"] for r in rows] == [1, 2, 3]
-    for row in rows:
-        assert row["data"]["chord/mu"] == pytest.approx(expected_mu(preset, row["step"]))
-        assert row["data"]["chord/expert_rows"] == 32
-        assert row["data"]["actor/sft_loss"] > 0
 
 
 def test_unknown_chord_key_fails_at_start_up_naming_it(workdir, tmp_path):
