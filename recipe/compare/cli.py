@@ -53,6 +53,7 @@ from recipe.compare.plan import (
     SFT_THEN_RL,
     MethodPlan,
     Stage,
+    check_no_seed_runs_lost,
     check_user_overrides,
     compose_config,
     method_run_dir,
@@ -639,6 +640,7 @@ def main(argv: list[str] | None = None) -> int:
         comparison = Comparison(args, overrides, "chord-compare " + shlex.join(argv))
         if args.report_only:
             return comparison.report_only(methods)
+        check_no_seed_runs_lost(comparison.runs, methods, args.seeds)
         return comparison.run(methods)
     except (ValueError, FileNotFoundError) as exc:
         print(f"chord-compare: error: {exc}", file=sys.stderr)

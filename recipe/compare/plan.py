@@ -235,3 +235,19 @@ def method_run_dir(runs: Path, method: str, seed: int, num_seeds: int) -> Path:
     """Where one (method, seed) run lives: `runs/<method>/` when the comparison has one seed
     (the layout from before `--seeds`), `runs/<method>/seed<seed>/` otherwise."""
     return runs / method if num_seeds == 1 else runs / method / f"seed{seed}"
+
+
+def check_no_seed_runs_lost(runs: Path, methods: list[str], num_seeds: int) -> None:
+    """Refuse a one-seed comparison whose `runs/<method>/` (wiped before each run) holds the
+    per-seed folders (`seed<k>/`) of an earlier `--seeds` comparison: they would be deleted."""
+    if num_seeds != 1:
+        return
+    for method in methods:
+        folder = runs / method
+        seeds = sorted(p.name for p in folder.glob("seed*") if p.is_dir() and p.name[4:].isdigit())
+        if seeds:
+            raise ValueError(
+                f"{folder} holds the per-seed runs of an earlier --seeds comparison "
+                f"({', '.join(seeds)}); a one-seed run of {method} would delete them: use another "
+                "--out, or remove them first"
+            )

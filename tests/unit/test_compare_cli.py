@@ -185,6 +185,14 @@ def test_seeds_run_seed_major_in_per_seed_dirs_and_report_mean_std(fake_trainer,
     assert main([*argv[:-4], "--seeds", "3", "--report-only"]) == 2
     assert "runs/grpo/seed5/result.json is missing" in capsys.readouterr().err
 
+    # a one-seed run into the same --out would wipe runs/grpo/ with its seed folders: refused first
+    i = argv.index("--seeds")
+    assert main([*argv[:i], "--seeds", "1", *argv[i + 2 :]]) == 2
+    assert "runs/grpo holds the per-seed runs of an earlier --seeds comparison (seed3, seed4)" in (
+        capsys.readouterr().err
+    )
+    assert (out / "runs" / "grpo" / "seed3" / "result.json").is_file()
+
 
 def test_jobs_overlap_runs_and_keep_the_report_in_run_order(fake_trainer, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("FAKE_STEP_S", "0.2")  # long enough for two runs to overlap

@@ -10,6 +10,7 @@ from omegaconf import OmegaConf
 from recipe.compare.plan import (
     SFT_THEN_RL,
     Stage,
+    check_no_seed_runs_lost,
     check_user_overrides,
     method_run_dir,
     micro_batch_override,
@@ -155,6 +156,17 @@ def test_seed_values_run_order_is_seed_major_and_run_dirs_per_seed(tmp_path):
     assert run_order(["grpo", "sft"], [0, 1]) == [(0, "grpo"), (0, "sft"), (1, "grpo"), (1, "sft")]
     assert method_run_dir(tmp_path, "grpo", 7, 1) == tmp_path / "grpo"  # one seed: the old layout
     assert method_run_dir(tmp_path, "grpo", 7, 3) == tmp_path / "grpo" / "seed7"
+
+
+def test_a_one_seed_run_refuses_to_delete_an_earlier_comparisons_seed_folders(tmp_path):
+    (tmp_path / "grpo" / "seed0").mkdir(parents=True)
+    (tmp_path / "grpo" / "seed1").mkdir()
+    (tmp_path / "sft").mkdir()
+    (tmp_path / "sft" / "seeds.txt").write_text("a file, not a seed folder")
+    check_no_seed_runs_lost(tmp_path, ["sft"], 1)  # nothing of another comparison there
+    check_no_seed_runs_lost(tmp_path, ["grpo"], 3)  # a multi-seed run writes into seed<k>/ only
+    with pytest.raises(ValueError, match=r"grpo holds the per-seed runs .*\(seed0, seed1\)"):
+        check_no_seed_runs_lost(tmp_path, ["sft", "grpo"], 1)
 
 
 # --- hybrids (HPT, SRFT, ReLIFT) ---------------------------------------------------------------
