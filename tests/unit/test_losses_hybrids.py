@@ -71,18 +71,15 @@ SRFT_EXPERT = torch.tensor([True, False, False])
 SRFT_CORRECT = torch.tensor([False, True, False])
 
 
+def _srft(logp: torch.Tensor = SRFT_LOGP, entropy: torch.Tensor = SRFT_ENT, **kwargs):
+    """srft_loss on the 3-row case above (all tokens counted)."""
+    return srft_loss(logp, torch.ones(3, 2), SRFT_EXPERT, SRFT_CORRECT, entropy, **kwargs)
+
+
 @pytest.mark.parametrize("sign", [1.0, -1.0])
 def test_srft_loss_terms_match_hand_computed_values(sign):
     logp = SRFT_LOGP.clone().requires_grad_(True)
-    loss, metrics = srft_loss(
-        logp,
-        torch.ones(3, 2),
-        SRFT_EXPERT,
-        SRFT_CORRECT,
-        SRFT_ENT,
-        positive_entropy_sign=sign,
-        demo_pg_coef=0.0,
-    )
+    loss, metrics = _srft(logp, positive_entropy_sign=sign, demo_pg_coef=0.0)
     (grad,) = torch.autograd.grad(loss, logp)
     w_demo, w_pos = 0.5 * math.exp(-2.0), 0.1 * math.exp(sign * 1.0)
     assert metrics["sft_loss"] == pytest.approx(w_demo * (LN2 + LN4) / 2, rel=1e-6)
@@ -103,9 +100,7 @@ def test_srft_loss_terms_match_hand_computed_values(sign):
 
 def test_srft_entropy_weights_are_detached_and_the_bonus_is_over_own_rollouts():
     ent = SRFT_ENT.clone().requires_grad_(True)
-    loss, metrics = srft_loss(
-        SRFT_LOGP, torch.ones(3, 2), SRFT_EXPERT, SRFT_CORRECT, ent, entropy_coeff=0.1, demo_pg_coef=0.0
-    )
+    loss, metrics = _srft(entropy=ent, entropy_coeff=0.1, demo_pg_coef=0.0)
     (grad,) = torch.autograd.grad(loss, ent)
     # only the bonus -0.1 * token-mean(H) over the 4 rollout tokens reaches the entropy
     expected = torch.tensor([[0.0, 0.0], [-0.025, -0.025], [-0.025, -0.025]])
@@ -120,15 +115,7 @@ def test_row_entropy_is_the_mean_over_each_rows_counted_tokens():
 
 def test_srft_refuses_a_sign_other_than_plus_or_minus_one():
     with pytest.raises(ValueError, match="positive_entropy_sign"):
-        srft_loss(
-            SRFT_LOGP,
-            torch.ones(3, 2),
-            SRFT_EXPERT,
-            SRFT_CORRECT,
-            SRFT_ENT,
-            positive_entropy_sign=0.5,
-            demo_pg_coef=0.0,
-        )
+        _srft(positive_entropy_sign=0.5, demo_pg_coef=0.0)
 
 
 # SRFT's policy-gradient term on the demonstration (row 0, p = [1/2, 1/4], group advantage A = 0.5,
@@ -142,19 +129,9 @@ SRFT_ADV = torch.tensor([0.5, 9.0, -7.0])
 def test_srft_demo_policy_gradient_term_matches_hand_computed_values():
     logp = SRFT_LOGP.clone().requires_grad_(True)
     kwargs = dict(advantages=SRFT_ADV, demo_gamma=0.1)
-    loss, metrics = srft_loss(
-        logp, torch.ones(3, 2), SRFT_EXPERT, SRFT_CORRECT, SRFT_ENT, demo_pg_coef=2.0, **kwargs
-    )
+    loss, metrics = _srft(logp, demo_pg_coef=2.0, **kwargs)
     (grad,) = torch.autograd.grad(loss, logp)
-    base, base_metrics = srft_loss(
-        SRFT_LOGP.clone().requires_grad_(True),
-        torch.ones(3, 2),
-        SRFT_EXPERT,
-        SRFT_CORRECT,
-        SRFT_ENT,
-        demo_pg_coef=0.0,
-        **kwargs,
-    )
+    base, base_metrics = _srft(SRFT_LOGP.clone().requires_grad_(True), demo_pg_coef=0.0, **kwargs)
     demo_pg = 2.0 * -0.5 * (5 / 6 + 5 / 7) / 2
     assert metrics["srft_demo_pg_loss"] == pytest.approx(demo_pg, rel=1e-6)
     assert base_metrics["srft_demo_pg_loss"] == 0.0
@@ -171,20 +148,12 @@ def test_srft_demo_policy_gradient_term_matches_hand_computed_values():
 
 def test_srft_takes_token_level_advantages_and_needs_them_for_the_demo_term():
     per_token = SRFT_ADV.unsqueeze(-1).expand(3, 2)
-    a, _ = srft_loss(SRFT_LOGP, torch.ones(3, 2), SRFT_EXPERT, SRFT_CORRECT, SRFT_ENT, advantages=per_token)
-    b, _ = srft_loss(SRFT_LOGP, torch.ones(3, 2), SRFT_EXPERT, SRFT_CORRECT, SRFT_ENT, advantages=SRFT_ADV)
+    a, _ = _srft(advantages=per_token)
+    b, _ = _srft(advantages=SRFT_ADV)
     assert a.item() == pytest.approx(b.item())
     with pytest.raises(ValueError, match="advantages: SRFT's policy-gradient term"):
-        srft_loss(SRFT_LOGP, torch.ones(3, 2), SRFT_EXPERT, SRFT_CORRECT, SRFT_ENT)
+        _srft()
     with pytest.raises(ValueError, match="advantages"):
-        srft_loss(SRFT_LOGP, torch.ones(3, 2), SRFT_EXPERT, SRFT_CORRECT, SRFT_ENT, advantages=torch.ones(2))
+        _srft(advantages=torch.ones(2))
     with pytest.raises(ValueError, match="demo_gamma"):
-        srft_loss(
-            SRFT_LOGP,
-            torch.ones(3, 2),
-            SRFT_EXPERT,
-            SRFT_CORRECT,
-            SRFT_ENT,
-            advantages=SRFT_ADV,
-            demo_gamma=0.0,
-        )
+        _srft(advantages=SRFT_ADV, demo_gamma=0.0)
