@@ -10,7 +10,7 @@ cpu_rollout=vllm`, 2 FSDP2 ranks and 2 vLLM replicas), a few minutes in all, mos
    step-2 update did not).
 
 (A GRPO run through vLLM was dropped: on the untrained model most groups have no advantage, so
-its weights barely move and its sync check showed less than CHORD-phi's; the rollout path is the
+its weights barely move and its sync check proves less than CHORD-phi's; the rollout path is the
 same. `chord-compare` through vLLM runs in tests/e2e/test_vllm_eval_compare_cpu.py.)
 
 The weight-sync check: with `rollout.calculate_log_probs=true` the vLLM replica returns the
