@@ -155,13 +155,15 @@ class Progress:
         self.started = time.monotonic()
         self._lock = threading.Lock()
 
-    def count(self, steps: int = 1, at_least: int | None = None) -> None:
-        """Add `steps` finished steps, then raise the count to `at_least` (a failed run's
-        skipped steps) if given."""
+    def count_step(self) -> None:
+        """One more finished step."""
         with self._lock:
-            self.done += steps
-            if at_least is not None:
-                self.done = max(self.done, at_least)
+            self.done += 1
+
+    def count_at_least(self, steps: int) -> None:
+        """Raise the count to `steps` (a failed run's skipped steps count as done)."""
+        with self._lock:
+            self.done = max(self.done, steps)
 
     def overall(self) -> str:
         elapsed = time.monotonic() - self.started
@@ -172,7 +174,7 @@ class Progress:
         return text
 
     def step_line(self, label: str, step: int, steps: int, data: dict) -> str:
-        self.count()
+        self.count_step()
         parts = [f"{label} step {step:>{len(str(steps))}}/{steps}", f"reward {data[REWARD]:.3f}"]
         if "chord/mu" in data:
             parts.append(f"mu {data['chord/mu']:.3f}")
@@ -573,7 +575,7 @@ class Comparison:
                     index, seed, name = pending.pop(future)
                     result = future.result()
                     steps_done += plans[name].steps
-                    progress.count(0, at_least=steps_done)  # count skipped steps of a failure
+                    progress.count_at_least(steps_done)  # count skipped steps of a failure
                     self.results.append(result)
                     self.results.sort(key=lambda r: position[(r.seed, r.method)])
                     self._announce(self.label(index, plans[name], seed), result, progress)
