@@ -38,6 +38,9 @@ setup(
         "math-verify==0.9.0",
         "matplotlib",
         "tqdm",
+        # post-import hooks: recipe/plugins registers its verl entries when verl imports the
+        # registries, not in every process (it is also a dependency of Ray's smart_open)
+        "wrapt>=1.14",
     ],
     extras_require={
         # As verl 0.9.1's own `vllm` and `fsdp` extras pin them (CUDA only).
@@ -71,8 +74,8 @@ setup(
             "chord-compare=recipe.compare.cli:main",
             "chord-submit=recipe.launch.submit:main",
         ],
-        # verl imports these at start-up (verl/__init__.py): the CPU platform, engine and
-        # HF rollout replica that let the same trainer run without a GPU.
+        # verl imports these at start-up (verl/__init__.py): the CPU platform, and hooks that
+        # register the CPU engine, HF rollout, reward manager and agent loop where verl needs them.
         "verl.plugins": ["chord_cpu=recipe.plugins"],
         # vLLM runs these in each of its processes: keeps linear weights reloadable on CPU.
         "vllm.general_plugins": ["chord_vllm_cpu=recipe.plugins.vllm_cpu:keep_linear_weights"],

@@ -41,6 +41,7 @@ import argparse
 import json
 import os
 import random
+import shutil
 import statistics
 import subprocess
 import sys
@@ -94,6 +95,9 @@ def run_case(
 ) -> dict:
     metrics = workdir / f"{run_id}.jsonl"
     ray_dir = workdir / f"ray_{run_id}"
+    # A file or Ray folder left by an earlier run in this workdir would be read as this run's.
+    metrics.unlink(missing_ok=True)
+    shutil.rmtree(ray_dir, ignore_errors=True)
     cmd = [
         sys.executable, "-m", "recipe.train.main", "--config-name", "cpu_tiny", *CASES[name],
         f"trainer.total_training_steps={steps}", "trainer.test_freq=-1", "trainer.save_freq=-1",
@@ -118,6 +122,9 @@ def run_case(
 
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
+    cpu: dict[int, tuple[str, float]] = {}
+    if detail:
+        threading.Thread(target=sample_cpu, args=(proc, first_line_at, cpu), daemon=True).start()
     out, _ = proc.communicate()
     end = time.time()
     watcher.join()
@@ -135,7 +142,40 @@ def run_case(
     }
     if detail:
         record["processes"] = ray_process_starts(ray_dir, start)
+        by_name: dict[str, float] = {}
+        for name, seconds in cpu.values():
+            by_name[name] = by_name.get(name, 0.0) + seconds
+        record["startup_cpu_s"] = sum(by_name.values())
+        record["startup_cpu_by_process"] = dict(sorted(by_name.items(), key=lambda kv: -kv[1]))
     return record
+
+
+def sample_cpu(proc: subprocess.Popen, stop: list, cpu: dict[int, tuple[str, float]]) -> None:
+    """Until `stop` is non-empty (step 1 started): CPU seconds (user + system) of every process of
+    the run, the launcher and all its descendants (Ray's own processes and workers), by pid."""
+    import psutil
+
+    root = psutil.Process(proc.pid)
+    while not stop and proc.poll() is None:
+        try:
+            tree = [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return
+        for p in tree:
+            try:
+                times = p.cpu_times()
+                cmd = p.cmdline()
+            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+                continue
+            first = cmd[0] if cmd else p.name()
+            if first.startswith("ray::"):
+                name = first.split(".")[0]  # "ray::WorkerDict.actor_rollout_update_actor" -> ray::WorkerDict
+            elif "recipe.train.main" in cmd:
+                name = "driver"
+            else:
+                name = Path(cmd[1] if len(cmd) > 1 and first.endswith("python") else first).name
+            cpu[p.pid] = (name, times.user + times.system)
+        time.sleep(0.25)
 
 
 def ray_process_starts(ray_dir: Path, start: float) -> list[tuple[float, str]]:

@@ -11,6 +11,10 @@ phases come from the start times of the run's Ray processes (read from its own R
     rollout side:   -> step 1 starts (rollout servers, load balancer, agent loop and reward
                     workers: imports, model load, weight sync; validation before training)
 
+and the CPU seconds (user + system) every process of the run spent until step 1 starts, summed
+and per process name (sampled from psutil every 0.25 s): on a 2-core machine start-up is
+CPU-bound, and CPU seconds vary less with the machine's other load than wall seconds.
+
 Variants (hydra overrides) alternate run by run, so load from other jobs hits each alike:
 
     python benchmarks/bench_startup.py --repeats 3
@@ -70,7 +74,9 @@ def main() -> None:
             run["phases"] = phases(run)
             results[name].append(run)
             print(
-                f"{name}_{rep}: start-up {run['startup_s']:.1f} s, load {run['load_before'][0]:.1f}",
+                f"{name}_{rep}: start-up {run['startup_s']:.1f} s, CPU {run['startup_cpu_s']:.1f} s, "
+                f"load {run['load_before'][0]:.1f}; CPU s by process: "
+                + ", ".join(f"{k} {v:.1f}" for k, v in run["startup_cpu_by_process"].items() if v >= 0.5),
                 flush=True,
             )
             (workdir / "startup_results.json").write_text(json.dumps(results, indent=1))
@@ -78,14 +84,20 @@ def main() -> None:
     print(
         f"\nload average (1 min) {min(loads):.1f}-{max(loads):.1f} (median {statistics.median(loads):.1f})\n"
     )
-    print("| variant | runs | start-up s: median (min-max) | " + " | ".join(PHASES) + " |")
-    print("|---|---|---|" + "---|" * len(PHASES))
+    print(
+        "| variant | runs | start-up s: median (min-max) | CPU s: median (min-max) | "
+        + " | ".join(PHASES)
+        + " |"
+    )
+    print("|---|---|---|---|" + "---|" * len(PHASES))
     for name, runs in results.items():
         startup = [r["startup_s"] for r in runs]
+        cpu = [r["startup_cpu_s"] for r in runs]
         cells = " | ".join(f"{statistics.median(r['phases'][p] for r in runs):.1f}" for p in PHASES)
         print(
             f"| {name} | {len(runs)} | {statistics.median(startup):.1f} "
-            f"({min(startup):.1f}-{max(startup):.1f}) | {cells} |"
+            f"({min(startup):.1f}-{max(startup):.1f}) | {statistics.median(cpu):.1f} "
+            f"({min(cpu):.1f}-{max(cpu):.1f}) | {cells} |"
         )
 
 

