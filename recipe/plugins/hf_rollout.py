@@ -7,7 +7,12 @@ provides both for Hugging Face models:
 
 - `HFGenerationServer` holds one copy of the policy and batches concurrent requests: requests
   that arrive together (one rollout step sends a whole batch) and share sampling settings run as
-  one left-padded `model.generate` call.
+  one left-padded `model.generate` call. With `rollout.full_determinism=true` (the CPU preset sets
+  it) verl names each request after its row in the step's batch (`det-<row>`), and each request
+  samples from its own random stream seeded by (`rollout.seed`, training step, row, prompt): a
+  row's sample does not depend on which requests share its batch, which server answers it, or
+  when it arrives, so a rerun or a resumed run draws the same rollouts (up to floating-point
+  ties). Without it, requests get distinct seeds from the server's own seeded stream.
 - `HFServerAdapter` runs inside every FSDP rank; all ranks drain the weight generator (gathering
   a full tensor is a collective) and rank 0 of the replica ships the state dict to the server.
 - `HFReplica` starts the server; it is registered under "hf" in `RolloutReplicaRegistry`.
@@ -18,24 +23,64 @@ It is meant for the CPU preset and tests (real generation, small models). On GPU
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
+import re
+import struct
 from collections.abc import Generator
 from dataclasses import dataclass, field
 from typing import Any
 
 import ray
 import torch
+from transformers import (
+    GenerationConfig,
+    LogitsProcessor,
+    LogitsProcessorList,
+    TemperatureLogitsWarper,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
+)
 from verl.workers.rollout.base import BaseRollout
 from verl.workers.rollout.replica import RolloutReplica, TokenOutput
 
 logger = logging.getLogger(__name__)
 
 SERVER_NAME_PREFIX = "chord_hf_rollout_"
+# verl's request id for batch row N under `rollout.full_determinism` (its agent loops set it).
+_ROW_REQUEST_ID = re.compile(r"det-(\d+)")
 
 
 def server_actor_name(replica_rank: int) -> str:
     return f"{SERVER_NAME_PREFIX}{replica_rank}"
+
+
+def sampling_seed(seed: int, global_steps: int | None, row: int, prompt_ids: list[int]) -> int:
+    """The seed of one request's random stream: a hash of (seed, step, batch row, prompt tokens)."""
+    digest = hashlib.blake2b(digest_size=8)
+    digest.update(struct.pack("<qqq", seed, -1 if global_steps is None else global_steps, row))
+    digest.update(struct.pack(f"<{len(prompt_ids)}q", *prompt_ids))
+    return int.from_bytes(digest.digest(), "little") & (2**63 - 1)
+
+
+class RowGumbelSampler(LogitsProcessor):
+    """A logits processor that makes greedy decoding sample, one random stream per row.
+
+    argmax(scores + G), G ~ Gumbel(0, 1) i.i.d. per token, is a sample from softmax(scores)
+    (the Gumbel-max trick); scores are already divided by the temperature and truncated by top-k
+    / top-p (-inf) when this runs last. Row i draws its noise from `generators[i]` only.
+    """
+
+    def __init__(self, generators: list[torch.Generator]):
+        self.generators = generators
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        tiny = torch.finfo(torch.float32).tiny
+        uniform = torch.stack(
+            [torch.rand(scores.shape[-1], generator=g).clamp_min(tiny) for g in self.generators]
+        )
+        return scores + (-torch.log(-torch.log(uniform))).to(scores.dtype)
 
 
 @dataclass
@@ -43,6 +88,7 @@ class _Request:
     prompt_ids: list[int]
     max_tokens: int
     params: tuple
+    seed: int
     future: asyncio.Future = field(repr=False)
 
 
@@ -68,7 +114,9 @@ class HFGenerationServer:
         pad = tokenizer.pad_token_id if tokenizer is not None else None
         self.pad_token_id = pad if pad is not None else self.eos_token_ids[0]
         self.max_model_len = config.prompt_length + config.response_length
-        self.generator = torch.Generator().manual_seed(int(config.seed) + replica_rank)
+        self.seed = int(config.seed)
+        # Only for requests that come without their batch row: distinct, not reproducible.
+        self._fallback_seeds = torch.Generator().manual_seed(self.seed + replica_rank)
         self._pending: list[_Request] = []
         self._drain_task: asyncio.Task | None = None
         self._lock = asyncio.Lock()
@@ -98,9 +146,10 @@ class HFGenerationServer:
         video_data: Any = None,
         audio_data: Any = None,
         mm_processor_kwargs: Any = None,
-        priority: int = 0,
+        priority: int | None = None,
         **kwargs: Any,
     ) -> TokenOutput:
+        """One response. Its batch row (`priority`, or a `det-<row>` request id) seeds its sample."""
         if image_data is not None or video_data is not None or audio_data is not None:
             raise ValueError("the hf rollout serves text-only models")
         params = (
@@ -110,10 +159,17 @@ class HFGenerationServer:
             float(sampling_params.get("repetition_penalty", 1.0)),
             bool(sampling_params.get("logprobs", False)),
         )
+        prompt_ids = [int(t) for t in prompt_ids]
+        row = priority
+        if row is None and (match := _ROW_REQUEST_ID.fullmatch(str(request_id))):
+            row = int(match.group(1))
+        if row is None:
+            seed = int(torch.randint(0, 2**62, (1,), generator=self._fallback_seeds))
+        else:
+            seed = sampling_seed(self.seed, self.global_steps, int(row), prompt_ids)
         future = asyncio.get_running_loop().create_future()
-        self._pending.append(
-            _Request(list(prompt_ids), self._max_tokens(len(prompt_ids), sampling_params), params, future)
-        )
+        max_tokens = self._max_tokens(len(prompt_ids), sampling_params)
+        self._pending.append(_Request(prompt_ids, max_tokens, params, seed, future))
         if self._drain_task is None or self._drain_task.done():
             self._drain_task = asyncio.create_task(self._drain())
         return await future
@@ -149,23 +205,31 @@ class HFGenerationServer:
             input_ids[i, width - len(r.prompt_ids) :] = torch.tensor(r.prompt_ids)
             attention_mask[i, width - len(r.prompt_ids) :] = 1
         do_sample = temperature > 0
-        gen_kwargs: dict[str, Any] = dict(
+        processors = LogitsProcessorList()
+        if do_sample:  # transformers' own warpers, then per-row Gumbel noise: greedy decoding samples
+            processors.append(TemperatureLogitsWarper(temperature))
+            if top_k > 0:
+                processors.append(TopKLogitsWarper(top_k))
+            if top_p < 1.0:
+                processors.append(TopPLogitsWarper(top_p))
+            processors.append(RowGumbelSampler([torch.Generator().manual_seed(r.seed) for r in reqs]))
+        # What the request asks for, explicitly (a checkpoint's defaults, e.g. a repetition penalty,
+        # would otherwise apply); transformers runs its penalty before the processors above.
+        generation_config = GenerationConfig(
             max_new_tokens=max_tokens,
-            do_sample=do_sample,
+            do_sample=False,
+            repetition_penalty=repetition_penalty,
             eos_token_id=self.eos_token_ids,
             pad_token_id=self.pad_token_id,
             return_dict_in_generate=True,
             output_logits=want_logprobs,
-            repetition_penalty=repetition_penalty,
         )
-        if do_sample:
-            gen_kwargs.update(temperature=temperature, top_p=top_p, top_k=top_k if top_k > 0 else 0)
-        # transformers samples with the global RNG: fork it so the server's own seeded stream
-        # decides the samples, independent of whatever else ran in this process.
-        with torch.random.fork_rng(devices=[]):
-            torch.set_rng_state(self.generator.get_state())
-            out = self.model.generate(input_ids=input_ids, attention_mask=attention_mask, **gen_kwargs)
-            self.generator.set_state(torch.get_rng_state())
+        out = self.model.generate(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            generation_config=generation_config,
+            logits_processor=processors,
+        )
         new_tokens = out.sequences[:, width:]
         logprobs = None
         if want_logprobs:

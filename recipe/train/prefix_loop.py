@@ -82,7 +82,7 @@ class PrefixAgentLoop(AgentLoopBase):
             schedule = self.chord.prefix.uft_schedule()
             n_steps = uft_hint_steps(schedule, step, self._prompt_key(kwargs), len(cuts))
             prefix = solution_ids[: cuts[n_steps - 1]] if n_steps else []
-            return await self._generate(prompt_ids, prefix, len(solution_ids), sampling_params)
+            return await self._generate(prompt_ids, prefix, len(solution_ids), sampling_params, int(priority))
         return await self._run_trapo(
             prompt_ids, solution_ids, cuts, step, int(priority), sampling_params, kwargs
         )
@@ -112,14 +112,25 @@ class PrefixAgentLoop(AgentLoopBase):
         return f"crc:{zlib.crc32(repr(list(kwargs['raw_prompt'])).encode())}"
 
     async def _generate(
-        self, prompt_ids: list[int], prefix: list[int], solution_tokens: int, sampling_params: dict[str, Any]
+        self,
+        prompt_ids: list[int],
+        prefix: list[int],
+        solution_tokens: int,
+        sampling_params: dict[str, Any],
+        priority: int,
     ) -> AgentLoopOutput:
         prefix = list(prefix[: max(self.response_length - 1, 0)])  # at least one generated token
         params = dict(sampling_params, max_tokens=self.response_length - len(prefix))
         metrics: dict[str, Any] = {}
         with simple_timer("generate_sequences", metrics):
+            # As verl's own loops: under full_determinism the request is named after its batch row
+            # (the hf rollout seeds the row's sample from it); priority goes to vLLM's scheduler.
+            deterministic = getattr(self.rollout_config, "full_determinism", False)
             out = await self.server_manager.generate(
-                request_id=uuid4().hex, prompt_ids=prompt_ids + prefix, sampling_params=params
+                request_id=f"det-{priority}" if deterministic else uuid4().hex,
+                prompt_ids=prompt_ids + prefix,
+                sampling_params=params,
+                priority=priority,
             )
         metrics["num_preempted"] = out.num_preempted if out.num_preempted is not None else -1
         continuation = list(out.token_ids)[: self.response_length - len(prefix)]
@@ -174,7 +185,7 @@ class PrefixAgentLoop(AgentLoopBase):
                 correct = [score >= self.chord.prefix.correct_score for score in earlier]
                 if schedule.guided(slot, correct):
                     prefix = solution_ids[: trapo_cut(cuts, slot.fraction)]
-            output = await self._generate(prompt_ids, prefix, len(solution_ids), sampling_params)
+            output = await self._generate(prompt_ids, prefix, len(solution_ids), sampling_params, priority)
             group.scores[slot_index].set_result(await self._score(output, kwargs))
             return output
         except BaseException as exc:

@@ -14,9 +14,8 @@ the job in its own process group:
    step 4: it resumes from step 2, skips step 4's poisoned update (counted) and finishes.
 
 After each phase the record holds every step once, in order; the final record's step 3 equals
-the one of the uninterrupted first run (mu, expert rows served, and the expert-side losses:
-with one optimizer step per training step they are computed on the step's starting weights, so
-they do not depend on the rollouts, which the hf rollout does not reproduce after a restart).
+the one of the uninterrupted first run: mu, expert rows served, rollouts (the hf rollout seeds
+each row's sample from seed, step, row and prompt), rewards and every loss.
 Two quick checks run the entry point only (it refuses before Ray starts): an incomplete
 `resume_from_path` and a truncated expert file.
 """
@@ -58,12 +57,6 @@ def _command(run_dir: Path, *extra: str) -> list[str]:
         f"ray_kwargs.ray_init.runtime_env.env_vars.VERL_FILE_LOGGER_PATH={run_dir / 'metrics.jsonl'}",
         "trainer.test_freq=-1",
         "trainer.val_before_train=false",
-        # One mini-batch (one optimizer step) per training step: every loss of a step is then
-        # computed with the weights the step started from, so a resumed step's expert-side
-        # losses equal the uninterrupted run's whatever its rollouts (the hf rollout's samples
-        # after a restart are not reproducible: its RNG stream restarts and batching follows
-        # request timing).
-        "actor_rollout_ref.actor.ppo_mini_batch_size=16",
         *extra,
     ]
 
@@ -214,12 +207,13 @@ def test_kill_9_keeps_the_record_and_the_resumed_step_equals_the_uninterrupted_o
     resumed = _by_step(final["record"])
     for step in (1, 2):  # logged before the crash: kept as they were
         assert resumed[step] == killed[step]
-    # step 3 was re-run from the step-2 checkpoint: the same mu, expert rows, and the same
-    # weights (its expert-side losses, computed before the step's only optimizer step, match;
-    # pg_loss is left out: it depends on the re-sampled rollouts)
+    # step 3 was re-run from the step-2 checkpoint: the same mu, expert rows, rollouts (the same
+    # responses and scores) and weights, so the same losses
     for key in ("chord/mu", "chord/expert_fingerprint", "chord/expert_epoch", "chord/expert_rows"):
         assert resumed[3][key] == killed[3][key], key
-    for key in ("actor/sft_loss", "actor/expert_p_mean", "actor/phi_mean"):
+    for key in ("response_length/mean", "response_length/max", "critic/score/mean", "critic/advantages/mean"):
+        assert resumed[3][key] == pytest.approx(killed[3][key], rel=1e-6, abs=1e-7), key
+    for key in ("actor/pg_loss", "actor/sft_loss", "actor/expert_p_mean", "actor/phi_mean", "actor/entropy"):
         assert resumed[3][key] == pytest.approx(killed[3][key], rel=1e-4, abs=1e-7), key
     assert resumed[4]["chord/expert_epoch"] == pytest.approx(2.0)  # 4 steps x 32 rows of 64
 

@@ -11,7 +11,7 @@ import torch
 
 pytest.importorskip("verl")
 
-from recipe.plugins.hf_rollout import HFGenerationServer  # noqa: E402
+from recipe.plugins.hf_rollout import HFGenerationServer, RowGumbelSampler, sampling_seed  # noqa: E402
 
 
 def _server(tiny_model_dir, tiny_tokenizer, **overrides) -> HFGenerationServer:
@@ -31,11 +31,12 @@ def _prompt(tokenizer, text: str) -> list[int]:
     return tokenizer.encode(rendered, add_special_tokens=False)
 
 
-async def _generate_all(server, prompts, params):
+async def _generate_all(server, prompts, params, request_ids=None):
+    ids = request_ids or [str(i) for i in range(len(prompts))]
     return await asyncio.gather(
         *[
-            server.generate(request_id=str(i), prompt_ids=p, sampling_params=dict(params))
-            for i, p in enumerate(prompts)
+            server.generate(request_id=rid, prompt_ids=p, sampling_params=dict(params))
+            for rid, p in zip(ids, prompts, strict=True)
         ]
     )
 
@@ -65,6 +66,64 @@ def test_greedy_generation_is_deterministic_and_respects_max_tokens(tiny_model_d
     second = asyncio.run(_generate_all(server, [prompt], params))[0]
     assert first.token_ids == second.token_ids
     assert len(first.token_ids) <= 3
+
+
+def test_sampling_seed_depends_on_seed_step_row_and_prompt():
+    base = sampling_seed(0, 3, 5, [1, 2, 3])
+    assert base == sampling_seed(0, 3, 5, [1, 2, 3])  # a hash, not Python's salted hash()
+    others = [
+        sampling_seed(1, 3, 5, [1, 2, 3]),
+        sampling_seed(0, 4, 5, [1, 2, 3]),
+        sampling_seed(0, None, 5, [1, 2, 3]),
+        sampling_seed(0, 3, 6, [1, 2, 3]),
+        sampling_seed(0, 3, 5, [1, 2, 4]),
+    ]
+    assert len({base, *others}) == 6
+    assert all(0 <= v < 2**63 for v in (base, *others))
+
+
+def test_gumbel_max_samples_follow_the_softmax():
+    """argmax(log p + Gumbel) ~ p: 6000 rows, one stream each, frequencies within 3 se of p."""
+    p = torch.tensor([0.5, 0.3, 0.15, 0.05])
+    rows = 6000
+    sampler = RowGumbelSampler([torch.Generator().manual_seed(i) for i in range(rows)])
+    choice = sampler(None, p.log().expand(rows, -1).clone()).argmax(-1)
+    freq = torch.bincount(choice, minlength=4).float() / rows
+    se = (p * (1 - p) / rows).sqrt()
+    assert torch.all((freq - p).abs() < 3 * se), (freq, p)
+    # masked tokens (-inf, as top-k / top-p leave them) are never drawn
+    masked = torch.tensor([[0.0, float("-inf"), 0.0]]).expand(200, -1).clone()
+    sampler = RowGumbelSampler([torch.Generator().manual_seed(i) for i in range(200)])
+    assert 1 not in sampler(None, masked).argmax(-1).tolist()
+
+
+def test_a_rows_sample_does_not_depend_on_its_batch_or_arrival(tiny_model_dir, tiny_tokenizer):
+    """Under full_determinism (`det-<row>` ids) a row's sample is fixed by (seed, step, row, prompt)."""
+    server = _server(tiny_model_dir, tiny_tokenizer)
+    prompts = [_prompt(tiny_tokenizer, q) for q in ("1+2=", "1+2=", "1+2=", "1+2=", "13+30=", "7+8=")]
+    params = {"temperature": 1.0, "top_k": 20, "top_p": 0.95, "logprobs": True}
+    ids = [f"det-{row}" for row in range(len(prompts))]
+    together = asyncio.run(_generate_all(server, prompts, params, ids))
+    reversed_ = asyncio.run(_generate_all(server, prompts[::-1], params, ids[::-1]))[::-1]
+    pairs = zip(prompts, ids, strict=True)
+    alone = [asyncio.run(_generate_all(server, [p], params, [i]))[0] for p, i in pairs]
+    again = asyncio.run(_generate_all(_server(tiny_model_dir, tiny_tokenizer), prompts, params, ids))
+    for runs in (reversed_, alone, again):
+        assert [o.token_ids for o in runs] == [o.token_ids for o in together]
+    for a, b in zip(alone, together, strict=True):
+        assert a.log_probs == pytest.approx(b.log_probs, abs=1e-5)
+    # the n rows of one prompt are different draws, and another seed draws other samples
+    assert len({tuple(o.token_ids) for o in together[:4]}) > 1
+    other_seed = _server(tiny_model_dir, tiny_tokenizer, seed=1)
+    reseeded = asyncio.run(_generate_all(other_seed, prompts, params, ids))
+    assert [o.token_ids for o in reseeded] != [o.token_ids for o in together]
+
+
+def test_requests_without_a_row_get_distinct_samples(tiny_model_dir, tiny_tokenizer):
+    server = _server(tiny_model_dir, tiny_tokenizer)
+    prompts = [_prompt(tiny_tokenizer, "1+2=")] * 6
+    outs = asyncio.run(_generate_all(server, prompts, {"temperature": 1.0}, [f"req-{i}" for i in range(6)]))
+    assert len({tuple(o.token_ids) for o in outs}) > 1
 
 
 def test_loaded_weights_are_used_and_a_mismatch_is_an_error(tiny_model_dir, tiny_tokenizer):
