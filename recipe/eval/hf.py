@@ -19,7 +19,9 @@ from recipe.eval.generate import Completion, SamplingConfig, stop_token_ids
 
 
 class GumbelSampler:
-    """Logits processor: `scores + Gumbel(0, 1)` noise from `generator` (finite entries only)."""
+    """Logits processor: `scores + Gumbel(0, 1)` noise (finite entries only), drawn from
+    `generator`, or, given one generator per row, row i's from `generator[i]` alone (a row's
+    sample then does not depend on the other rows of its batch: the hf rollout's use)."""
 
     def __init__(self, generator: Any) -> None:
         self.generator = generator
@@ -28,7 +30,14 @@ class GumbelSampler:
         import torch
 
         scores = scores.float()
-        uniform = torch.rand(scores.shape, generator=self.generator, device=scores.device)
+        if isinstance(self.generator, (list, tuple)):
+            if len(self.generator) != scores.shape[0]:
+                raise ValueError(f"{len(self.generator)} generators for {scores.shape[0]} rows")
+            uniform = torch.stack(
+                [torch.rand(scores.shape[-1], generator=g, device=scores.device) for g in self.generator]
+            )
+        else:
+            uniform = torch.rand(scores.shape, generator=self.generator, device=scores.device)
         tiny = torch.finfo(torch.float32).tiny
         gumbel = -torch.log(-torch.log(uniform.clamp(min=tiny, max=1.0 - 1e-7)))
         return torch.log_softmax(scores, dim=-1) + gumbel

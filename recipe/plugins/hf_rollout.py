@@ -36,7 +36,6 @@ import ray
 import torch
 from transformers import (
     GenerationConfig,
-    LogitsProcessor,
     LogitsProcessorList,
     TemperatureLogitsWarper,
     TopKLogitsWarper,
@@ -44,6 +43,8 @@ from transformers import (
 )
 from verl.workers.rollout.base import BaseRollout
 from verl.workers.rollout.replica import RolloutReplica, TokenOutput
+
+from recipe.eval.hf import GumbelSampler
 
 logger = logging.getLogger(__name__)
 
@@ -62,25 +63,6 @@ def sampling_seed(seed: int, global_steps: int | None, row: int, prompt_ids: lis
     digest.update(struct.pack("<qqq", seed, -1 if global_steps is None else global_steps, row))
     digest.update(struct.pack(f"<{len(prompt_ids)}q", *prompt_ids))
     return int.from_bytes(digest.digest(), "little") & (2**63 - 1)
-
-
-class RowGumbelSampler(LogitsProcessor):
-    """A logits processor that makes greedy decoding sample, one random stream per row.
-
-    argmax(scores + G), G ~ Gumbel(0, 1) i.i.d. per token, is a sample from softmax(scores)
-    (the Gumbel-max trick); scores are already divided by the temperature and truncated by top-k
-    / top-p (-inf) when this runs last. Row i draws its noise from `generators[i]` only.
-    """
-
-    def __init__(self, generators: list[torch.Generator]):
-        self.generators = generators
-
-    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        tiny = torch.finfo(torch.float32).tiny
-        uniform = torch.stack(
-            [torch.rand(scores.shape[-1], generator=g).clamp_min(tiny) for g in self.generators]
-        )
-        return scores + (-torch.log(-torch.log(uniform))).to(scores.dtype)
 
 
 @dataclass
@@ -206,13 +188,14 @@ class HFGenerationServer:
             attention_mask[i, width - len(r.prompt_ids) :] = 1
         do_sample = temperature > 0
         processors = LogitsProcessorList()
-        if do_sample:  # transformers' own warpers, then per-row Gumbel noise: greedy decoding samples
+        if do_sample:  # transformers' own warpers, then the noise
             processors.append(TemperatureLogitsWarper(temperature))
             if top_k > 0:
                 processors.append(TopKLogitsWarper(top_k))
             if top_p < 1.0:
                 processors.append(TopPLogitsWarper(top_p))
-            processors.append(RowGumbelSampler([torch.Generator().manual_seed(r.seed) for r in reqs]))
+            # Gumbel-max with one stream per row (recipe/eval/hf.py): greedy decoding then samples
+            processors.append(GumbelSampler([torch.Generator().manual_seed(r.seed) for r in reqs]))
         # What the request asks for, explicitly (a checkpoint's defaults, e.g. a repetition penalty,
         # would otherwise apply); transformers runs its penalty before the processors above.
         generation_config = GenerationConfig(

@@ -11,7 +11,8 @@ import torch
 
 pytest.importorskip("verl")
 
-from recipe.plugins.hf_rollout import HFGenerationServer, RowGumbelSampler, sampling_seed  # noqa: E402
+from recipe.eval.hf import GumbelSampler  # noqa: E402
+from recipe.plugins.hf_rollout import HFGenerationServer, sampling_seed  # noqa: E402
 
 
 def _server(tiny_model_dir, tiny_tokenizer, **overrides) -> HFGenerationServer:
@@ -82,19 +83,26 @@ def test_sampling_seed_depends_on_seed_step_row_and_prompt():
     assert all(0 <= v < 2**63 for v in (base, *others))
 
 
-def test_gumbel_max_samples_follow_the_softmax():
+def test_gumbel_max_with_a_stream_per_row_samples_the_softmax():
     """argmax(log p + Gumbel) ~ p: 6000 rows, one stream each, frequencies within 3 se of p."""
     p = torch.tensor([0.5, 0.3, 0.15, 0.05])
     rows = 6000
-    sampler = RowGumbelSampler([torch.Generator().manual_seed(i) for i in range(rows)])
+    sampler = GumbelSampler([torch.Generator().manual_seed(i) for i in range(rows)])
     choice = sampler(None, p.log().expand(rows, -1).clone()).argmax(-1)
     freq = torch.bincount(choice, minlength=4).float() / rows
     se = (p * (1 - p) / rows).sqrt()
     assert torch.all((freq - p).abs() < 3 * se), (freq, p)
     # masked tokens (-inf, as top-k / top-p leave them) are never drawn
     masked = torch.tensor([[0.0, float("-inf"), 0.0]]).expand(200, -1).clone()
-    sampler = RowGumbelSampler([torch.Generator().manual_seed(i) for i in range(200)])
+    sampler = GumbelSampler([torch.Generator().manual_seed(i) for i in range(200)])
     assert 1 not in sampler(None, masked).argmax(-1).tolist()
+    # a row's draw is its own stream's: the same whatever the other rows
+    alone = GumbelSampler([torch.Generator().manual_seed(7)])(None, p.log()[None].clone())
+    two_rows = GumbelSampler([torch.Generator().manual_seed(seed) for seed in (3, 7)])
+    batched = two_rows(None, p.log().expand(2, -1).clone())
+    assert torch.equal(alone[0], batched[1])
+    with pytest.raises(ValueError, match="2 generators for 3 rows"):
+        GumbelSampler([torch.Generator(), torch.Generator()])(None, torch.zeros(3, 4))
 
 
 def test_a_rows_sample_does_not_depend_on_its_batch_or_arrival(tiny_model_dir, tiny_tokenizer):
