@@ -13,8 +13,8 @@ Every Python process of a run imports verl, and so this module: the load balance
 reward worker as much as the FSDP workers. Only the platform and the vLLM alias are set up
 here; every other entry is registered when the verl module holding its registry is first
 imported (`REGISTRATIONS`, post-import hooks), so a process that never builds an engine,
-rollout or agent loop does not import them (about 2.5 s of CPU per process on the 2-core CI
-box, nine processes per run). Everything goes through verl's registries; nothing in verl is
+rollout or agent loop does not import them (2.4-3.4 s of CPU per such process on the 2-core
+CI box; benchmarks/RESULTS.md). Everything goes through verl's registries; nothing in verl is
 patched. A failing registration fails the import of the verl module it hooks, with its own
 traceback (verl logs errors of this module's import only at DEBUG: `python -c "import
 recipe.plugins"` shows one).
