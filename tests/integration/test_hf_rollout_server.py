@@ -1,5 +1,6 @@
 """The hf rollout server on the tiny model, without Ray: batching, EOS handling, length caps,
-weight loading, and the CPU platform / engine registration of our verl plugins."""
+per-row seeded sampling, weight loading. (Its registration with verl:
+test_plugin_registrations.py.)"""
 
 from __future__ import annotations
 
@@ -152,21 +153,3 @@ def test_prompt_longer_than_the_context_is_rejected(tiny_model_dir, tiny_tokeniz
     server = _server(tiny_model_dir, tiny_tokenizer, prompt_length=4, response_length=2)
     with pytest.raises(ValueError, match="leaves no room"):
         asyncio.run(_generate_all(server, [list(range(10))], {"temperature": 1.0}))
-
-
-def test_plugins_register_cpu_platform_engine_and_hf_rollout():
-    import verl  # noqa: F401  (loads the plugins through the `verl.plugins` entry points)
-    from verl.plugin.platform.platform_manager import PlatformRegistry, get_platform
-    from verl.workers.engine.base import EngineRegistry
-    from verl.workers.rollout.base import get_rollout_class
-    from verl.workers.rollout.replica import RolloutReplicaRegistry
-
-    from recipe.plugins.hf_rollout import HFReplica, HFServerAdapter
-
-    assert "cpu" in PlatformRegistry.registered_names()
-    platform = get_platform()
-    assert platform.device_name == "cpu" and platform.communication_backend_name() == "gloo"
-    assert platform.ray_resource_name() == "GPU"
-    assert "cpu" in EngineRegistry._engines["language_model"]["fsdp2"]
-    assert RolloutReplicaRegistry.get("hf") is HFReplica
-    assert get_rollout_class("hf", "async") is HFServerAdapter

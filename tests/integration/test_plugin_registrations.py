@@ -37,12 +37,22 @@ def test_importing_verl_registers_the_platform_and_loads_no_registry():
         f"""
         import json, sys
         import verl
-        from verl.plugin.platform.platform_manager import get_platform
-        print(json.dumps({{"platform": get_platform().device_name,
+        from verl.plugin.platform.platform_manager import PlatformRegistry, get_platform
+        platform = get_platform()
+        print(json.dumps({{"registered": "cpu" in PlatformRegistry.registered_names(),
+                           "platform": platform.device_name,
+                           "backend": platform.communication_backend_name(),
+                           "ray_resource": platform.ray_resource_name(),
                            "loaded": [m for m in {HEAVY!r} if m in sys.modules]}}))
         """
     )
-    assert found == {"platform": "cpu", "loaded": []}
+    assert found == {
+        "registered": True,
+        "platform": "cpu",
+        "backend": "gloo",
+        "ray_resource": "GPU",
+        "loaded": [],
+    }
 
 
 def test_each_registry_holds_chords_entry_once_verl_imports_it():
@@ -51,14 +61,14 @@ def test_each_registry_holds_chords_entry_once_verl_imports_it():
         import json, sys
         import verl
         from verl.workers.rollout.replica import RolloutReplicaRegistry
-        from verl.workers.rollout.base import _ROLLOUT_REGISTRY
+        from verl.workers.rollout.base import get_rollout_class
         from verl.experimental.reward_loop.reward_manager import get_reward_manager_cls
         from verl.experimental.agent_loop.agent_loop import _agent_loop_registry
         from verl.workers.engine.base import EngineRegistry
         from recipe.train.prefix_loop import AGENT_NAME
         print(json.dumps({
             "replica": RolloutReplicaRegistry.get("hf").__qualname__,
-            "adapter": _ROLLOUT_REGISTRY[("hf", "async")],
+            "adapter": get_rollout_class("hf", "async").__qualname__,
             "reward": get_reward_manager_cls("chord").__qualname__,
             "agent_loop": AGENT_NAME in _agent_loop_registry,
             "engine": EngineRegistry.get_engine_cls("language_model", "fsdp2").__qualname__,
@@ -67,7 +77,7 @@ def test_each_registry_holds_chords_entry_once_verl_imports_it():
     )
     assert found == {
         "replica": "HFReplica",
-        "adapter": "recipe.plugins.hf_rollout.HFServerAdapter",
+        "adapter": "HFServerAdapter",
         "reward": "ChordRewardManager",
         "agent_loop": True,
         "engine": "CPUFSDPEngineWithLMHead",
