@@ -128,10 +128,12 @@ class HFGenerationServer:
         video_data: Any = None,
         audio_data: Any = None,
         mm_processor_kwargs: Any = None,
-        priority: int | None = None,
+        priority: int = 0,
         **kwargs: Any,
     ) -> TokenOutput:
-        """One response. Its batch row (`priority`, or a `det-<row>` request id) seeds its sample."""
+        """One response. A `det-<row>` request id (verl's, under full_determinism) seeds its sample
+        from its batch row; `priority` is accepted as verl's servers take it, and not used (verl
+        passes it to vLLM only)."""
         if image_data is not None or video_data is not None or audio_data is not None:
             raise ValueError("the hf rollout serves text-only models")
         params = (
@@ -142,13 +144,10 @@ class HFGenerationServer:
             bool(sampling_params.get("logprobs", False)),
         )
         prompt_ids = [int(t) for t in prompt_ids]
-        row = priority
-        if row is None and (match := _ROW_REQUEST_ID.fullmatch(str(request_id))):
-            row = int(match.group(1))
-        if row is None:
-            seed = int(torch.randint(0, 2**62, (1,), generator=self._fallback_seeds))
+        if match := _ROW_REQUEST_ID.fullmatch(str(request_id)):
+            seed = sampling_seed(self.seed, self.global_steps, int(match.group(1)), prompt_ids)
         else:
-            seed = sampling_seed(self.seed, self.global_steps, int(row), prompt_ids)
+            seed = int(torch.randint(0, 2**62, (1,), generator=self._fallback_seeds))
         future = asyncio.get_running_loop().create_future()
         max_tokens = self._max_tokens(len(prompt_ids), sampling_params)
         self._pending.append(_Request(prompt_ids, max_tokens, params, seed, future))
