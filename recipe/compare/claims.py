@@ -30,8 +30,11 @@ class Claim:
     quantity: str
 
 
-# The papers' orderings the benchmark can see (README, "A paper-shaped benchmark").
+# The papers' orderings the benchmark can see (README, "A paper-shaped benchmark"), after the
+# task's own premise: RL alone improves the starting policy (`base`, chord-compare's row of the
+# untrained model), without which the RL-side claims have nothing to show.
 PAPER_CLAIMS: tuple[Claim, ...] = (
+    Claim("The task: GRPO alone improves the starting policy", "grpo", "base", "eval/val"),
     *(
         Claim("CHORD: the mixture above SFT-then-RL and above either alone", chord, other, "final_reward")
         for chord in ("chord_mu", "chord_phi")

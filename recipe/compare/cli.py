@@ -15,7 +15,9 @@ run directory stays `<out>/runs/<method>/`); the report gives mean ± standard d
 seeds, per-seed values in the JSON, and the time each method takes to reach GRPO's final reward.
 
 With `--eval` (default) the final checkpoint of every method is scored by `chord-eval` on the
-config's validation files (or `--eval-data`), greedy by default. Written to `--out`:
+config's validation files (or `--eval-data`), greedy by default, and so is the policy they all
+start from (the `base` row, in `<out>/runs/base/`: what the eval columns are read against).
+Written to `--out`:
 `compare.md` (the table), `compare.json` (settings, summaries and per-step curves) and
 `compare.png` (reward, mu, entropy and response length per step, all methods on shared axes);
 they are rewritten after every method, so an interrupted comparison keeps what finished.
@@ -67,6 +69,7 @@ from recipe.compare.plan import (
     trainer_command,
 )
 from recipe.compare.report import (
+    BASE_METHOD,
     REWARD,
     MethodResult,
     join_stages,
@@ -399,6 +402,30 @@ class Comparison:
             overrides.append(fix)
         return overrides, cfg
 
+    def evaluate_base(self, seed: int) -> MethodResult:
+        """The `base` row: chord-eval of the policy the methods start from (the composed config's
+        `actor_rollout_ref.model.path`), on the same data and settings as their final checkpoints."""
+        result = MethodResult(BASE_METHOD, seed=seed)
+        out_dir = self.run_dir(BASE_METHOD, seed)
+        shutil.rmtree(out_dir, ignore_errors=True)
+        out_dir.mkdir(parents=True)
+        started = time.monotonic()
+        try:
+            with self.shared_state:
+                cfg = compose_config(self.args.config_name, self.overrides)
+            model = Path(_resolved(cfg, "actor_rollout_ref.model.path"))
+            data = self.args.eval_data or _resolved(cfg, "data.val_files")
+            data = [data] if isinstance(data, str) else list(data)
+            max_new = self.args.eval_max_new_tokens or int(_resolved(cfg, "data.max_response_length"))
+            with self.shared_state:
+                result.eval_acc = evaluate_checkpoint(model, data, out_dir / "eval", self.args, max_new, seed)
+        except Exception as exc:  # like a method's evaluation: reported, the comparison goes on
+            result.status, result.error = "failed", f"evaluation of the starting policy failed: {exc}"
+            print(f"  {BASE_METHOD}: {result.error}")
+        result.eval_s = time.monotonic() - started
+        (out_dir / RESULT_FILE).write_text(json.dumps(result.to_dict(), indent=1) + "\n")
+        return result
+
     def label(self, index: int, plan: MethodPlan, seed: int, stage: Stage | None = None) -> str:
         """`[3/10 sft_then_rl:rl seed 1]`; the seed only with --seeds > 1."""
         text = f"[{index}/{len(self.plans) * len(self.seeds)} {plan.name}"
@@ -552,7 +579,13 @@ class Comparison:
         )
         progress = Progress(total, len(self.plans) * len(self.seeds))
         order = run_order(methods, self.seeds)
-        position = {key: i for i, key in enumerate(order)}
+        position = {key: i for i, key in enumerate([*((s, BASE_METHOD) for s in self.seeds), *order])}
+        if self.args.eval:
+            for seed in self.seeds:
+                base = self.evaluate_base(seed)
+                self.results.append(base)
+                evals = ", ".join(f"{k} {v:.1f}%" for k, v in base.eval_acc.items()) or "failed"
+                print(f"chord-compare: {BASE_METHOD} (the starting policy), seed {seed}: {evals}", flush=True)
         steps_done = 0
         stop = False
         with ThreadPoolExecutor(max_workers=self.args.jobs) as pool:
@@ -612,7 +645,8 @@ class Comparison:
 
     def report_only(self, methods: list[str]) -> int:
         self.plans = [plan_method(m, self.args.steps, self.args.sft_fraction) for m in methods]
-        for seed, name in run_order(methods, self.seeds):
+        base = [(s, BASE_METHOD) for s in self.seeds if (self.run_dir(BASE_METHOD, s) / RESULT_FILE).exists()]
+        for seed, name in [*base, *run_order(methods, self.seeds)]:
             path = self.run_dir(name, seed) / RESULT_FILE
             if not path.exists():
                 raise FileNotFoundError(
@@ -642,7 +676,8 @@ def main(argv: list[str] | None = None) -> int:
         comparison = Comparison(args, overrides, "chord-compare " + shlex.join(argv))
         if args.report_only:
             return comparison.report_only(methods)
-        check_no_seed_runs_lost(comparison.runs, methods, args.seeds)
+        kept = [*methods, BASE_METHOD] if args.eval else methods
+        check_no_seed_runs_lost(comparison.runs, kept, args.seeds)
         return comparison.run(methods)
     except (ValueError, FileNotFoundError) as exc:
         print(f"chord-compare: error: {exc}", file=sys.stderr)

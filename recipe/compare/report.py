@@ -21,6 +21,9 @@ CURVE_KEYS = {
     "response_length": "response_length/mean",
 }
 _VAL_PREFIX, _VAL_SUFFIX = "val-core/", "/acc/mean@1"
+# The row of the policy every method starts from, scored by the same chord-eval (no training):
+# the reference every method's held-out and retention accuracy is read against.
+BASE_METHOD = "base"
 
 
 @dataclass
@@ -157,7 +160,7 @@ def markdown_table(results: list[MethodResult]) -> str:
         cells = [f"`{r.method}`", *([str(r.seed)] if with_seed else []), steps, _fmt(r.final_reward, 3), best]
         cells += [_fmt(r.eval_acc.get(name), 1) for name in eval_names]
         cells += [_fmt(r.verl_val_acc.get(name), 1) for name in val_names]
-        cells += [_fmt(r.response_length, 2), f"{r.wall_s:.0f}"]
+        cells += [_fmt(r.response_length, 2), f"{r.wall_s:.0f}" if r.steps else "-"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -236,7 +239,7 @@ def time_to_reward(
         if r.method == reference and r.status == "ok" and r.final_reward is not None
     }
     out: dict[str, dict[str, Any]] = {}
-    for method in dict.fromkeys(r.method for r in results):
+    for method in dict.fromkeys(r.method for r in results if r.method != BASE_METHOD):
         per_seed: dict[int | None, dict[str, Any]] = {}
         for r in results:
             if r.method != method or r.status != "ok" or r.seed not in targets:
@@ -260,7 +263,8 @@ def time_to_reward(
 def seed_summary(results: list[MethodResult]) -> dict[str, dict[str, Any]]:
     """Per method (in order of first appearance): `runs` and `ok` counts, and for each quantity
     a `seed_stat` over its finished runs: final_reward, eval/<benchmark>, verl_val/<source>,
-    response_length, entropy, wall_s (failed runs are counted in `runs`, not in the stats)."""
+    response_length, entropy, wall_s (failed runs are counted in `runs`, not in the stats; a run
+    without training steps, the `base` row, has no wall time)."""
     out: dict[str, dict[str, Any]] = {}
     for method in dict.fromkeys(r.method for r in results):
         runs = [r for r in results if r.method == method]
@@ -272,7 +276,7 @@ def seed_summary(results: list[MethodResult]) -> dict[str, dict[str, Any]]:
             stats[f"verl_val/{name}"] = seed_stat({r.seed: r.verl_val_acc.get(name) for r in ok})
         stats["response_length"] = seed_stat({r.seed: r.response_length for r in ok})
         stats["entropy"] = seed_stat({r.seed: r.entropy for r in ok})
-        stats["wall_s"] = seed_stat({r.seed: r.wall_s for r in ok})
+        stats["wall_s"] = seed_stat({r.seed: r.wall_s if r.steps else None for r in ok})
         out[method] = {"runs": len(runs), "ok": len(ok), "seeds": [r.seed for r in runs], **stats}
     return out
 
@@ -369,6 +373,12 @@ def write_report(
         seed_table(summary, reach, last_k).rstrip("\n"),
         "",
     ]
+    if any(r.method == BASE_METHOD for r in results):
+        lines += [
+            f"`{BASE_METHOD}`: the policy every method starts from (`actor_rollout_ref.model.path`), "
+            "scored by the same chord-eval without training: read the eval columns against it.",
+            "",
+        ]
     if reach is None:
         lines.append(
             f"No time-to-reward columns: `{REFERENCE_METHOD}` is not among the methods "

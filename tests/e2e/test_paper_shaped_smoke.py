@@ -44,9 +44,12 @@ def test_paper_shaped_benchmark_two_steps(tmp_path):
     report = json.loads((out / "compare.json").read_text())
     assert report["config"]["config_name"] == "shift_tiny" and report["config"]["jobs"] == 2
     assert [(m["method"], m["seed"], m["status"]) for m in report["methods"]] == [
+        ("base", 0, "ok"), ("base", 1, "ok"),  # the starting policy, scored once per seed
         ("grpo", 0, "ok"), ("chord_phi", 0, "ok"), ("grpo", 1, "ok"), ("chord_phi", 1, "ok"),
     ], [m.get("error") for m in report["methods"]]  # fmt: skip
-    for result in report["methods"]:
+    base_eval = report["summary"].pop("base")
+    assert base_eval["eval/val"]["n"] == 2 and base_eval["final_reward"]["n"] == 0
+    for result in report["methods"][2:]:
         name, seed = result["method"], result["seed"]
         assert set(result["eval_acc"]) == {"val", "retention"}, name  # held-out and second skill
         assert len(result["step_wall_s"]) == 2, name

@@ -69,7 +69,8 @@ def test_chord_compare_two_steps_through_vllm_rollout_and_vllm_eval(tmp_path):
     proc = subprocess.run(cmd, cwd=REPO, env=dict(os.environ), capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     assert "[1/1 chord_phi] step 2/2" in proc.stdout
-    result = json.loads((out / "compare.json").read_text())["methods"][0]
+    base, result = json.loads((out / "compare.json").read_text())["methods"]
+    assert base["method"] == "base" and 0.0 <= base["eval_acc"]["val"] <= 100.0
     assert result["status"] == "ok" and result["steps"] == 2
     assert 0.0 <= result["eval_acc"]["val"] <= 100.0
     train_log = (out / "runs" / "chord_phi" / "train.log").read_text()

@@ -37,6 +37,8 @@ def test_compare_two_methods_two_steps_writes_table_json_and_plot(tmp_path):
 
     report = json.loads((out / "compare.json").read_text())
     results = {m["method"]: m for m in report["methods"]}
+    base = results.pop("base")  # the starting policy: scored by the same chord-eval, not trained
+    assert base["status"] == "ok" and base["steps"] == 0 and 0.0 <= base["eval_acc"]["val"] <= 100.0
     assert list(results) == ["chord_phi", "sft_then_rl"]
     for name, result in results.items():
         assert result["status"] == "ok" and result["error"] is None, name

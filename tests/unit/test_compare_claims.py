@@ -65,3 +65,5 @@ def test_paper_claims_cover_the_three_orderings_of_the_issue():
     assert ("chord_phi", "sft", "eval/retention") in pairs
     assert not any(q == "entropy" for _, _, q in pairs)  # no direction: read against GRPO's
     assert {("iw_sft", "sft", "final_reward"), ("iw_sft_q", "sft", "eval/val")} <= pairs
+    # the task's premise, read on chord-compare's row of the untrained policy
+    assert ("grpo", "base", "eval/val") in pairs

@@ -60,6 +60,7 @@ def fake_trainer(tmp_path, monkeypatch):
             "data": {"train_batch_size": 16, "val_files": ["val.parquet"], "max_response_length": 8},
             "trainer": {"n_gpus_per_node": 2, "nnodes": 1},
             "actor_rollout_ref": {
+                "model": {"path": "assets/base_model"},
                 "rollout": {"n": 4},
                 "actor": {
                     "ppo_mini_batch_size": 4,
@@ -71,7 +72,7 @@ def fake_trainer(tmp_path, monkeypatch):
     )
 
     def fake_compose(name, overrides):
-        method = next(o.split("=", 1)[1] for o in overrides if o.startswith("method="))
+        method = next((o.split("=", 1)[1] for o in overrides if o.startswith("method=")), "chord_mu")
         return OmegaConf.merge(cfg, {"chord": {"variant": method}})
 
     monkeypatch.setattr(compare, "compose_config", fake_compose)
@@ -192,6 +193,55 @@ def test_seeds_run_seed_major_in_per_seed_dirs_and_report_mean_std(fake_trainer,
         capsys.readouterr().err
     )
     assert (out / "runs" / "grpo" / "seed3" / "result.json").is_file()
+
+
+def test_eval_scores_the_starting_policy_as_the_base_row(fake_trainer, tmp_path, monkeypatch, capsys):
+    calls = []
+
+    def fake_eval(model, data, out_dir, args, max_new_tokens, seed=None):
+        calls.append((str(model), list(data), max_new_tokens, seed))
+        out_dir.mkdir(parents=True, exist_ok=True)
+        if str(model) == "assets/base_model":
+            return {"val": 50.0, "retention": 40.0}
+        return {"val": 40.0 + seed, "retention": 30.0}
+
+    monkeypatch.setattr(compare, "evaluate_checkpoint", fake_eval)
+    out = tmp_path / "cmp"
+    argv = [a for a in _args(out, "--methods", "grpo", "--steps", "2", "--seeds", "2") if a != "--no-eval"]
+    assert main(argv) == 0
+    assert "base (the starting policy), seed 0: val 50.0%, retention 40.0%" in capsys.readouterr().out
+    # the composed model path, on the methods' eval data and length, once per seed, before any run
+    assert calls[:2] == [
+        ("assets/base_model", ["val.parquet"], 8, 0),
+        ("assets/base_model", ["val.parquet"], 8, 1),
+    ]
+    assert [c[0] for c in calls[2:]] == [
+        str(out / "runs" / "grpo" / f"seed{s}" / "checkpoints") for s in (0, 1)
+    ]
+
+    report = json.loads((out / "compare.json").read_text())
+    assert [(m["method"], m["seed"]) for m in report["methods"]] == [
+        ("base", 0), ("base", 1), ("grpo", 0), ("grpo", 1),
+    ]  # fmt: skip
+    base = report["summary"]["base"]
+    assert base["eval/val"]["mean"] == 50.0 and base["eval/val"]["std"] == 0.0
+    assert base["final_reward"]["mean"] is None and base["wall_s"]["mean"] is None  # nothing trained
+    assert "base" not in report["time_to_reward"]  # no reward curve to reach GRPO's reward with
+    table = (out / "compare.md").read_text()
+    assert "| `base` | 2 | - | 40.0 ± 0.0 | 50.0 ± 0.0 | - | - | - |" in table
+    assert "| `grpo` | 2 | 0.155 ± 0.007 | 30.0 ± 0.0 | 40.5 ± 0.7 |" in table
+    assert "`base`: the policy every method starts from" in table
+    assert (out / "runs" / "base" / "seed1" / "result.json").is_file()
+
+    (out / "compare.md").unlink()
+    assert main([*argv, "--report-only"]) == 0
+    assert "| `base` | 2 | - | 40.0 ± 0.0 | 50.0 ± 0.0 |" in (out / "compare.md").read_text()
+    # a one-seed rerun into the same --out would wipe runs/base/ with its seed folders: refused
+    one_seed = [a for a in _args(out, "--methods", "chord_phi", "--steps", "2") if a != "--no-eval"]
+    assert main(one_seed) == 2
+    assert "runs/base holds the per-seed runs of an earlier --seeds comparison (seed0, seed1)" in (
+        capsys.readouterr().err
+    )
 
 
 def test_jobs_overlap_runs_and_keep_the_report_in_run_order(fake_trainer, tmp_path, monkeypatch, capsys):
