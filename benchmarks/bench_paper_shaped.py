@@ -6,7 +6,9 @@ the same step budget, data order and hyper-parameters (fixed in conf/shift_tiny.
 method presets before the first run; never tuned per method). chord-compare's report gives,
 per method, mean +- std over seeds of the final reward, held-out accuracy (`val`),
 second-skill retention (`retention`), response length, entropy, wall time and time-to-reward;
-the raw per-seed values are in its JSON. This script adds the machine's load and the whole
+the raw per-seed values are in its JSON. Accuracies are chord-eval avg@8 of samples at
+temperature 1 (`--eval-k`, `--eval-temperature`), as the reward sees the policy, and the
+`base` row scores the starting policy the same way. This script adds the machine's load and the whole
 run's wall time (`benchmark.json`) next to the report, and checks the papers' orderings on
 the per-seed means (`recipe.compare.claims`: `claims.md`; `--claims-only` re-checks an existing
 --out without training).
@@ -61,6 +63,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--methods", default=",".join(default_methods()))
     parser.add_argument("--out", default="outputs/paper_shaped")
     parser.add_argument("--workdir", default="outputs/shift", help="task data and base policy (built once)")
+    # The reward is earned by samples at temperature 1, and the base policy's flaw (hedging,
+    # conf/shift_tiny.yaml) shows only in samples: greedy decoding never hedges. So the
+    # checkpoints (and the `base` row) are scored the way RL sees them: avg@8 at temperature 1.
+    parser.add_argument("--eval-k", type=int, default=8, help="chord-eval samples per problem")
+    parser.add_argument("--eval-temperature", type=float, default=1.0)
     parser.add_argument(
         "--claims-only", action="store_true", help="re-check the orderings of --out; train nothing"
     )
@@ -71,7 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     cmd = [
         sys.executable, "-m", "recipe.compare.cli", "--config-name", "shift_tiny",
         "--methods", args.methods, "--steps", str(args.steps), "--seeds", str(args.seeds),
-        "--out", str(out), "--workdir", args.workdir, "--jobs", str(args.jobs), *passthrough,
+        "--out", str(out), "--workdir", args.workdir, "--jobs", str(args.jobs),
+        "--eval-k", str(args.eval_k), "--eval-temperature", str(args.eval_temperature), *passthrough,
     ]  # fmt: skip
     print("+", " ".join(cmd), flush=True)
     load_before, started = os.getloadavg(), time.monotonic()

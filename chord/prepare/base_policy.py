@@ -11,7 +11,9 @@ and its EOS only):
 Expected reward of a problem = the probability that sampling at temperature 1 produces
 exactly the answer followed by EOS, `exp(sum_t log p(answer_t | prompt, answer_<t))`: a
 deterministic lower bound of the sampled reward (other strings ending in the same number also
-score), computed by one teacher-forced forward pass over all problems. Each phase also stops
+score), computed by one teacher-forced forward pass over all problems. Rows with `quality` 0
+(the hedged answers of `chord.prepare.shift_task`) are trained on but not measured: their
+responses score 0. Each phase also stops
 after `max_steps` steps; the reached values are recorded, so a band that was missed shows.
 
 Deterministic for given data, model and arguments (CPU, one thread of torch's ops order). The
@@ -50,12 +52,15 @@ class _Example:
     source: str
     input_ids: list[int]
     answer_start: int  # first label position (the assistant's answer)
+    measured: bool = True  # counts in the expected reward (quality > 0)
 
 
 def _examples(pretrain_file: Path, tokenizer: Any) -> list[_Example]:
     import pyarrow.parquet as pq
 
-    table = pq.read_table(pretrain_file, columns=["messages", "data_source"]).to_pylist()
+    schema = pq.read_schema(pretrain_file)
+    columns = ["messages", "data_source", *(["quality"] if "quality" in schema.names else [])]
+    table = pq.read_table(pretrain_file, columns=columns).to_pylist()
     out = []
     for row_index, row in enumerate(table):
         messages = row["messages"]
@@ -65,7 +70,8 @@ def _examples(pretrain_file: Path, tokenizer: Any) -> list[_Example]:
         prompt = tokenizer(text, add_special_tokens=False)["input_ids"]
         answer = tokenizer(messages[1]["content"], add_special_tokens=False)["input_ids"]
         ids = list(prompt) + list(answer) + [tokenizer.eos_token_id]
-        out.append(_Example(row["data_source"], ids, len(prompt)))
+        quality = row.get("quality")
+        out.append(_Example(row["data_source"], ids, len(prompt), measured=quality is None or quality > 0))
     return out
 
 
@@ -98,9 +104,9 @@ def expected_rewards(model: Any, examples: list[_Example], pad_id: int) -> list[
 
 
 def _mean_by_source(model: Any, examples: list[_Example], pad_id: int, source: str) -> float:
-    chosen = [e for e in examples if e.source == source]
+    chosen = [e for e in examples if e.source == source and e.measured]
     if not chosen:
-        raise ValueError(f"no pre-training rows with data_source {source!r}")
+        raise ValueError(f"no pre-training rows with data_source {source!r} and quality > 0")
     values = expected_rewards(model, chosen, pad_id)
     return sum(values) / len(values)
 

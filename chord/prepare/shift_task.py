@@ -7,7 +7,15 @@ regime (arXiv 2508.11408, 2507.12856), at tiny scale:
 1. **Partial competence**: the RL task is addition "a+b=" (operands 0..`max_operand`); the base
    policy is the tiny model pre-trained briefly on answer-only addition (`pretrain.parquet`,
    see `chord.prepare.base_policy`) until its sampled reward is in a target band (e.g. 0.3),
-   so GRPO alone has something to improve.
+   so GRPO alone has something to improve. With `hedge_rows` > 0 the pre-training data also
+   hold, for every addition problem, that many *hedged* answers, "19, not 20" (a near miss
+   after the answer; `quality` 0.0, clean rows 1.0), so the base policy hedges on about
+   `hedge_rows / (hedge_rows + 1)` of its answers whatever the problem. The reward reads the
+   last integer, so a hedged answer scores 0: a habit shared by every problem, which RL can
+   remove and which then lifts held-out problems too. Without it the base policy's errors are
+   per-problem arithmetic slips of a model that memorises each fact: GRPO at a few hundred
+   optimizer steps neither fixes them nor generalises (measured: README, paper-shaped
+   benchmark).
 2. **Expert data from another policy/style**: demonstrations use a worked form, "12+7=19"
    where the base policy writes "19". The reward (`chord.rewards.shift_task`) scores the
    last integer, so both styles are correct, but imitating the expert shifts the policy's
@@ -22,13 +30,15 @@ regime (arXiv 2508.11408, 2507.12856), at tiny scale:
 
 Files: `train.parquet` (RL prompts; `extra_info.expert_response` = the correct worked form,
 for LUFFY and the paired hybrids), `val.parquet`, `retention.parquet`, `expert.parquet`
-(messages + quality), `pretrain.parquet` (messages, answer-only style, both skills).
+(messages + quality), `pretrain.parquet` (messages, answer-only style, both skills, plus the
+hedged addition answers; `quality` 1.0 / 0.0 marks which rows the base policy's expected
+reward is measured on).
 
 Usage::
 
     chord-prepare-shift --out-dir data/shift [--max-operand 14] [--num-held-out 45]
                         [--num-train 2048] [--num-expert 1024] [--low-quality-fraction 0.25]
-                        [--seed 0]
+                        [--hedge-rows 0] [--seed 0]
 """
 
 from __future__ import annotations
@@ -69,6 +79,31 @@ def wrong_answer(answer: int, rng: random.Random) -> int:
     return rng.choice(choices)
 
 
+def hedged_form(answer: int, rng: random.Random) -> str:
+    """The base policy's flawed habit: the answer, then a near miss, e.g. "19, not 20" (scores 0)."""
+    return f"{answer}, not {wrong_answer(answer, rng)}"
+
+
+def _pretrain_rows(
+    add: list[tuple[int, int]], sub: list[tuple[int, int]], hedge_rows: int, rng: random.Random
+) -> list[dict[str, Any]]:
+    """Every problem of both skills answer-only (quality 1.0), then `hedge_rows` hedged answers
+    per addition problem (quality 0.0)."""
+
+    def row(source: str, problem: str, answer: str, quality: float) -> dict[str, Any]:
+        messages = [{"role": "user", "content": problem}, {"role": "assistant", "content": answer}]
+        return expert_row(data_source=source, messages=messages, quality=quality)
+
+    rows = [
+        row(source, f"{a}{op}{b}=", str(a + b if op == "+" else a - b), 1.0)
+        for source, op, items in ((TASK_SOURCE, "+", add), (SKILL_SOURCE, "-", sub))
+        for a, b in items
+    ]
+    for _ in range(hedge_rows):
+        rows += [row(TASK_SOURCE, f"{a}+{b}=", hedged_form(a + b, rng), 0.0) for a, b in add]
+    return rows
+
+
 def _rl_rows(items: list[tuple[int, int]], op: str, source: str, split: str) -> list[dict[str, Any]]:
     rows = []
     for i, (a, b) in enumerate(items):
@@ -96,6 +131,7 @@ def generate_shift_task(
     num_train: int = 2048,
     num_expert: int = 1024,
     low_quality_fraction: float = 0.25,
+    hedge_rows: int = 0,
     seed: int = 0,
 ) -> dict[str, Path]:
     """Write the five parquet files (see the module docstring); returns name -> path. Deterministic."""
@@ -104,6 +140,8 @@ def generate_shift_task(
             raise ValueError(f"{name} must be >= 1, got {n}")
     if not 0.0 <= low_quality_fraction < 1.0:
         raise ValueError(f"low_quality_fraction must be in [0, 1), got {low_quality_fraction}")
+    if hedge_rows < 0:
+        raise ValueError(f"hedge_rows must be >= 0, got {hedge_rows}")
     add = addition_problems(max_operand)
     if num_held_out > len(add) // 2:
         raise ValueError(f"num_held_out={num_held_out} leaves too few training problems (of {len(add)})")
@@ -130,17 +168,7 @@ def generate_shift_task(
                 quality=0.0 if i in bad else 1.0,
             )
         )
-    pretrain_rows = [
-        expert_row(
-            data_source=source,
-            messages=[
-                {"role": "user", "content": f"{a}{op}{b}="},
-                {"role": "assistant", "content": str(a + b if op == "+" else a - b)},
-            ],
-        )
-        for source, op, items in ((TASK_SOURCE, "+", add), (SKILL_SOURCE, "-", sub))
-        for a, b in items
-    ]
+    pretrain_rows = _pretrain_rows(add, sub, hedge_rows, rng)
     out = Path(out_dir)
     return {
         "train": write_rl_parquet(_rl_rows(train, "+", TASK_SOURCE, "train"), out / "train.parquet"),
@@ -162,6 +190,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--num-train", type=int, default=2048)
     parser.add_argument("--num-expert", type=int, default=1024)
     parser.add_argument("--low-quality-fraction", type=float, default=0.25)
+    parser.add_argument("--hedge-rows", type=int, default=0, help="hedged answers per addition problem")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     try:
@@ -172,6 +201,7 @@ def main(argv: list[str] | None = None) -> None:
             num_train=args.num_train,
             num_expert=args.num_expert,
             low_quality_fraction=args.low_quality_fraction,
+            hedge_rows=args.hedge_rows,
             seed=args.seed,
         )
     except ValueError as exc:

@@ -17,6 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 
 pytestmark = pytest.mark.slow
@@ -38,11 +39,15 @@ def test_paper_shaped_benchmark_two_steps(tmp_path):
 
     base = json.loads((workdir / "base_model" / "base_policy.json").read_text())
     assert base["key"]["spec"]["max_steps"] == 20 and 0.0 < base["task_reward"] < 1.0
+    pretrain = pq.read_table(workdir / "data" / "pretrain.parquet").to_pylist()
+    hedged = [r for r in pretrain if r["quality"] == 0.0]
+    assert hedged and all(", not " in r["messages"][1]["content"] for r in hedged)  # shift_tiny: hedge_rows 1
     for name in ("train", "val", "retention", "expert", "pretrain"):
         assert (workdir / "data" / f"{name}.parquet").exists(), name
 
     report = json.loads((out / "compare.json").read_text())
     assert report["config"]["config_name"] == "shift_tiny" and report["config"]["jobs"] == 2
+    assert (report["config"]["eval_k"], report["config"]["eval_temperature"]) == (8, 1.0)  # as RL samples
     assert [(m["method"], m["seed"], m["status"]) for m in report["methods"]] == [
         ("base", 0, "ok"), ("base", 1, "ok"),  # the starting policy, scored once per seed
         ("grpo", 0, "ok"), ("chord_phi", 0, "ok"), ("grpo", 1, "ok"), ("chord_phi", 1, "ok"),

@@ -82,6 +82,29 @@ def test_second_skill_and_pretraining_rows(task):
     assert all(r["messages"][1]["content"].isdigit() for r in pretrain)
 
 
+def test_hedged_pretraining_rows_follow_every_addition_answer_with_a_near_miss(tmp_path):
+    paths = generate_shift_task(tmp_path, max_operand=5, num_held_out=6, num_train=50, num_expert=40,
+                                hedge_rows=2, seed=3)  # fmt: skip
+    pretrain = _rows(paths["pretrain"])
+    clean, hedged = pretrain[: 36 + 21], pretrain[36 + 21 :]
+    assert {r["quality"] for r in clean} == {1.0} and {r["quality"] for r in hedged} == {0.0}
+    assert len(hedged) == 2 * 36 and {r["data_source"] for r in hedged} == {TASK_SOURCE}
+    for row in hedged:
+        a, b = (int(x) for x in _problem(row).rstrip("=").split("+"))
+        answer, near_miss = row["messages"][1]["content"].split(", not ")
+        assert int(answer) == a + b and abs(int(near_miss) - (a + b)) in (1, 2) and int(near_miss) >= 0
+        # the habit scores 0: the reward reads the near miss
+        assert compute_shift_reward(TASK_SOURCE, row["messages"][1]["content"], answer)["score"] == 0.0
+    # each problem is hedged hedge_rows times, whatever its answer: a habit, not a per-problem slip
+    assert sorted(_problem(r) for r in hedged) == sorted(2 * [_problem(r) for r in clean[:36]])
+    # hedging adds pre-training rows only: the RL, held-out, retention and expert files are unchanged
+    plain = generate_shift_task(tmp_path / "plain", max_operand=5, num_held_out=6, num_train=50,
+                                num_expert=40, seed=3)  # fmt: skip
+    for name in ("train", "val", "retention", "expert"):
+        assert _rows(paths[name]) == _rows(plain[name]), name
+    assert _rows(plain["pretrain"]) == clean
+
+
 def test_generation_is_deterministic(tmp_path):
     a = generate_shift_task(tmp_path / "a", max_operand=4, num_held_out=3, num_train=9, num_expert=8)
     b = generate_shift_task(tmp_path / "b", max_operand=4, num_held_out=3, num_train=9, num_expert=8)
@@ -95,6 +118,7 @@ def test_generation_is_deterministic(tmp_path):
         ({"num_held_out": 30}, "too few"),
         ({"low_quality_fraction": 1.0}, "low_quality_fraction"),
         ({"num_train": 0}, "num_train"),
+        ({"hedge_rows": -1}, "hedge_rows"),
     ],  # fmt: skip
 )
 def test_bad_arguments_are_named(tmp_path, kwargs, match):
@@ -161,3 +185,23 @@ def test_base_policy_stops_in_its_band_records_it_and_is_reused(tmp_path):
     again = pretrain_base_policy(model_dir, paths["pretrain"], tmp_path / "base", spec)
     assert again["key"]["pretrain_sha256"] != record["key"]["pretrain_sha256"]
     assert (tmp_path / "base" / "model.safetensors").exists()
+
+
+def test_base_policy_reward_is_measured_on_the_clean_answers_only(tmp_path):
+    pytest.importorskip("torch")
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from chord.prepare.base_policy import _examples, _mean_by_source, expected_rewards
+    from chord.tiny_model import build_tiny_model
+
+    model_dir = build_tiny_model(tmp_path / "model", hidden_size=32, num_layers=1, num_heads=2,
+                                 num_kv_heads=1, intermediate_size=64)  # fmt: skip
+    paths = generate_shift_task(tmp_path / "data", max_operand=3, num_held_out=2, num_train=8,
+                                num_expert=8, hedge_rows=1)  # fmt: skip
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    examples = _examples(paths["pretrain"], tokenizer)
+    assert [e.measured for e in examples] == [True] * (16 + 10) + [False] * 16  # hedged rows last
+    clean_task = examples[:16]
+    by_hand = sum(expected_rewards(model, clean_task, tokenizer.pad_token_id)) / 16
+    assert _mean_by_source(model, examples, tokenizer.pad_token_id, TASK_SOURCE) == pytest.approx(by_hand)
