@@ -13,8 +13,8 @@ exactly the answer followed by EOS, `exp(sum_t log p(answer_t | prompt, answer_<
 deterministic lower bound of the sampled reward (other strings ending in the same number also
 score), computed by one teacher-forced forward pass over all problems. Rows with `quality` 0
 (the hedged answers of `chord.prepare.shift_task`) are trained on but not measured: their
-responses score 0. Each phase also stops
-after `max_steps` steps; the reached values are recorded, so a band that was missed shows.
+responses score 0. Each phase also stops after `max_steps` steps; the reached values are
+recorded, so a band that was missed shows.
 
 Deterministic for given data, model and arguments (CPU, one thread of torch's ops order). The
 result is saved with `save_pretrained` next to `base_policy.json` (arguments and reached

@@ -402,6 +402,14 @@ class Comparison:
             overrides.append(fix)
         return overrides, cfg
 
+    def eval_inputs(self, cfg: Any) -> tuple[list[str], int]:
+        """chord-eval's data files (`--eval-data` or the config's `data.val_files`) and its
+        `--max-new-tokens` (`--eval-max-new-tokens` or `data.max_response_length`)."""
+        data = self.args.eval_data or _resolved(cfg, "data.val_files")
+        data = [data] if isinstance(data, str) else list(data)
+        max_new = self.args.eval_max_new_tokens or int(_resolved(cfg, "data.max_response_length"))
+        return data, max_new
+
     def evaluate_base(self, seed: int) -> MethodResult:
         """The `base` row: chord-eval of the policy the methods start from (the composed config's
         `actor_rollout_ref.model.path`), on the same data and settings as their final checkpoints."""
@@ -414,9 +422,7 @@ class Comparison:
             with self.shared_state:
                 cfg = compose_config(self.args.config_name, self.overrides)
             model = Path(_resolved(cfg, "actor_rollout_ref.model.path"))
-            data = self.args.eval_data or _resolved(cfg, "data.val_files")
-            data = [data] if isinstance(data, str) else list(data)
-            max_new = self.args.eval_max_new_tokens or int(_resolved(cfg, "data.max_response_length"))
+            data, max_new = self.eval_inputs(cfg)
             with self.shared_state:
                 result.eval_acc = evaluate_checkpoint(model, data, out_dir / "eval", self.args, max_new, seed)
         except Exception as exc:  # like a method's evaluation: reported, the comparison goes on
@@ -489,9 +495,7 @@ class Comparison:
         elif self.args.eval:
             eval_started = time.monotonic()
             try:
-                data = self.args.eval_data or _resolved(cfg, "data.val_files")
-                data = [data] if isinstance(data, str) else list(data)
-                max_new = self.args.eval_max_new_tokens or int(_resolved(cfg, "data.max_response_length"))
+                data, max_new = self.eval_inputs(cfg)
                 with self.shared_state:
                     result.eval_acc = evaluate_checkpoint(
                         run_dirs[-1] / "checkpoints", data, method_dir / "eval", self.args, max_new, seed
