@@ -10,8 +10,8 @@ the raw per-seed values are in its JSON. Accuracies are chord-eval avg@8 of samp
 temperature 1 (`--eval-k`, `--eval-temperature`), as the reward sees the policy, and the
 `base` row scores the starting policy the same way. This script adds the machine's load and
 the whole run's wall time (`benchmark.json`) next to the report, and checks the papers'
-orderings on the per-seed means (`recipe.compare.claims`: `claims.md`; `--claims-only` re-checks an existing
---out without training).
+orderings on the per-seed means (`recipe.compare.claims`: `claims.md`; `--claims-only`
+re-checks an existing --out without training).
 
     python benchmarks/bench_paper_shaped.py --seeds 3 --steps 40 --jobs 2 --out docs/paper_shaped
     python benchmarks/bench_paper_shaped.py --seeds 1 --steps 2 --methods grpo,chord_phi  # smoke

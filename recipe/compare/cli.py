@@ -410,8 +410,8 @@ class Comparison:
         max_new = self.args.eval_max_new_tokens or int(_resolved(cfg, "data.max_response_length"))
         return data, max_new
 
-    def evaluate_base(self, seed: int) -> MethodResult:
-        """The `base` row: chord-eval of the policy the methods start from (the composed config's
+    def evaluate_base(self, seed: int, cfg: Any) -> MethodResult:
+        """The `base` row: chord-eval of the policy the methods start from (`cfg`'s
         `actor_rollout_ref.model.path`), on the same data and settings as their final checkpoints."""
         result = MethodResult(BASE_METHOD, seed=seed)
         out_dir = self.run_dir(BASE_METHOD, seed)
@@ -419,8 +419,6 @@ class Comparison:
         out_dir.mkdir(parents=True)
         started = time.monotonic()
         try:
-            with self.shared_state:
-                cfg = compose_config(self.args.config_name, self.overrides)
             model = Path(_resolved(cfg, "actor_rollout_ref.model.path"))
             data, max_new = self.eval_inputs(cfg)
             with self.shared_state:
@@ -585,8 +583,9 @@ class Comparison:
         order = run_order(methods, self.seeds)
         position = {key: i for i, key in enumerate([*((s, BASE_METHOD) for s in self.seeds), *order])}
         if self.args.eval:
+            base_cfg = compose_config(self.args.config_name, self.overrides)  # no run is going yet
             for seed in self.seeds:
-                base = self.evaluate_base(seed)
+                base = self.evaluate_base(seed, base_cfg)
                 self.results.append(base)
                 evals = ", ".join(f"{k} {v:.1f}%" for k, v in base.eval_acc.items()) or "failed"
                 print(f"chord-compare: {BASE_METHOD} (the starting policy), seed {seed}: {evals}", flush=True)

@@ -160,7 +160,7 @@ def markdown_table(results: list[MethodResult]) -> str:
         cells = [f"`{r.method}`", *([str(r.seed)] if with_seed else []), steps, _fmt(r.final_reward, 3), best]
         cells += [_fmt(r.eval_acc.get(name), 1) for name in eval_names]
         cells += [_fmt(r.verl_val_acc.get(name), 1) for name in val_names]
-        cells += [_fmt(r.response_length, 2), f"{r.wall_s:.0f}" if r.steps else "-"]
+        cells += [_fmt(r.response_length, 2), "-" if r.method == BASE_METHOD else f"{r.wall_s:.0f}"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -263,8 +263,8 @@ def time_to_reward(
 def seed_summary(results: list[MethodResult]) -> dict[str, dict[str, Any]]:
     """Per method (in order of first appearance): `runs` and `ok` counts, and for each quantity
     a `seed_stat` over its finished runs: final_reward, eval/<benchmark>, verl_val/<source>,
-    response_length, entropy, wall_s (failed runs are counted in `runs`, not in the stats; a run
-    without training steps, the `base` row, has no wall time)."""
+    response_length, entropy, wall_s (failed runs are counted in `runs`, not in the stats; the
+    `base` row trains nothing and has no wall time)."""
     out: dict[str, dict[str, Any]] = {}
     for method in dict.fromkeys(r.method for r in results):
         runs = [r for r in results if r.method == method]
@@ -276,7 +276,7 @@ def seed_summary(results: list[MethodResult]) -> dict[str, dict[str, Any]]:
             stats[f"verl_val/{name}"] = seed_stat({r.seed: r.verl_val_acc.get(name) for r in ok})
         stats["response_length"] = seed_stat({r.seed: r.response_length for r in ok})
         stats["entropy"] = seed_stat({r.seed: r.entropy for r in ok})
-        stats["wall_s"] = seed_stat({r.seed: r.wall_s if r.steps else None for r in ok})
+        stats["wall_s"] = seed_stat({r.seed: None if r.method == BASE_METHOD else r.wall_s for r in ok})
         out[method] = {"runs": len(runs), "ok": len(ok), "seeds": [r.seed for r in runs], **stats}
     return out
 
