@@ -16,6 +16,12 @@ re-checks an existing --out without training).
     python benchmarks/bench_paper_shaped.py --seeds 3 --steps 40 --jobs 2 --out docs/paper_shaped
     python benchmarks/bench_paper_shaped.py --seeds 1 --steps 2 --methods grpo,chord_phi  # smoke
 
+A study run in parts (some methods into one --out, the others into another, same seeds,
+steps and eval) is reported as one with `--merge`: the other parts' runs are copied into
+--out and chord-compare re-reports every method (`--report-only`, nothing trained):
+
+    python benchmarks/bench_paper_shaped.py --out docs/paper_shaped_v2 --merge docs/paper_shaped_v2_rest
+
 Extra arguments are passed to chord-compare (hydra overrides included), e.g.
 `shift_task.base_policy.max_steps=20` for a quick base policy.
 """
@@ -26,6 +32,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -71,10 +78,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--claims-only", action="store_true", help="re-check the orderings of --out; train nothing"
     )
+    parser.add_argument(
+        "--merge",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="add another part's methods (its --out) to --out and report them all; trains nothing",
+    )
     args, passthrough = parser.parse_known_args(argv)
     out = Path(args.out)
     if args.claims_only:
         return write_claims(out)
+    if args.merge:
+        try:
+            return merge_parts(out, [Path(d) for d in args.merge], argv or sys.argv[1:])
+        except ValueError as exc:
+            print(f"bench_paper_shaped: error: {exc}", file=sys.stderr)
+            return 2
     cmd = [
         sys.executable, "-m", "recipe.compare.cli", "--config-name", "shift_tiny",
         "--methods", args.methods, "--steps", str(args.steps), "--seeds", str(args.seeds),
@@ -102,6 +122,77 @@ def main(argv: list[str] | None = None) -> int:
     load_after = info["load_after"][0]
     print(f"bench_paper_shaped: {info['wall_s'] / 60:.1f} min, load {load_before[0]:.1f} -> {load_after:.1f}")
     if (out / "compare.json").exists():
+        write_claims(out)
+    return rc
+
+
+# compare.json `config` keys every part of one study must share.
+SHARED_SETTINGS = ("config_name", "steps", "seeds", "eval", "eval_k", "eval_temperature", "overrides")
+
+
+def _read_part(folder: Path) -> dict:
+    """A part's compare.json (its config and methods) and benchmark.json, or an error naming the file."""
+    path = folder / "compare.json"
+    if not path.exists():
+        raise ValueError(f"{path} is missing: --merge takes the --out of a finished run of this benchmark")
+    bench = folder / "benchmark.json"
+    return {
+        "config": json.loads(path.read_text())["config"],
+        "benchmark": json.loads(bench.read_text()) if bench.exists() else None,
+    }
+
+
+def merge_parts(out: Path, others: list[Path], argv: list[str]) -> int:
+    """Copy each other part's `runs/<method>/` into `out/runs/`, re-report every method with
+    `chord-compare --report-only`, and record the parts' commands and wall times in benchmark.json.
+
+    The parts must share the settings in SHARED_SETTINGS (one study, run in pieces) and have no
+    method in common; the starting policy (`runs/base/`) is --out's own."""
+    main = _read_part(out)
+    methods = list(main["config"]["methods"])
+    parts = [main]
+    for folder in others:
+        part = _read_part(folder)
+        for key in SHARED_SETTINGS:
+            if part["config"].get(key) != main["config"].get(key):
+                raise ValueError(
+                    f"{folder / 'compare.json'}: config.{key} is {part['config'].get(key)!r}, "
+                    f"{out / 'compare.json'} has {main['config'].get(key)!r} (not one study)"
+                )
+        for method in part["config"]["methods"]:
+            if method in methods:
+                raise ValueError(f"{folder}: method {method!r} is already in {out} (a part per method)")
+            methods.append(method)
+        parts.append(part)
+    for folder, part in zip(others, parts[1:], strict=True):
+        for method in part["config"]["methods"]:
+            source, target = folder / "runs" / method, out / "runs" / method
+            shutil.copytree(source, target)
+            old, new = str(source.resolve()), str(target.resolve())
+            for result in target.rglob("result.json"):  # where the run lives now
+                data = json.loads(result.read_text())
+                data["run_dirs"] = [d.replace(old, new) for d in data["run_dirs"]]
+                result.write_text(json.dumps(data, indent=1) + "\n")
+    config = main["config"]
+    cmd = [
+        sys.executable, "-m", "recipe.compare.cli", "--config-name", config["config_name"],
+        "--methods", ",".join(methods), "--steps", str(config["steps"]), "--seed", str(config["seeds"][0]),
+        "--seeds", str(len(config["seeds"])), "--out", str(out), "--workdir", config["workdir"],
+        "--eval-k", str(config["eval_k"]), "--eval-temperature", str(config["eval_temperature"]),
+        "--jobs", str(config["jobs"]), *([] if config["eval"] else ["--no-eval"]), "--report-only",
+        *config["overrides"],
+    ]  # fmt: skip
+    print("+", " ".join(cmd), flush=True)
+    rc = subprocess.call(cmd)
+    benchmarks = [p["benchmark"] for p in parts]
+    info = {
+        "command": "python benchmarks/bench_paper_shaped.py " + " ".join(argv),
+        "parts": benchmarks,
+        "wall_s": sum(b["wall_s"] for b in benchmarks if b),
+        "exit_code": rc,
+    }
+    (out / "benchmark.json").write_text(json.dumps(info, indent=1) + "\n")
+    if rc == 0:
         write_claims(out)
     return rc
 

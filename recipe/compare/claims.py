@@ -1,8 +1,8 @@
 """The papers' orderings, checked against a multi-seed `chord-compare` report (`compare.json`).
 
 Each claim is "method A above method B on a quantity" (CHORD, arXiv 2508.11408; iw-SFT, arXiv
-2507.12856). For a pair, with means ``m_A``, ``m_B``, sample standard deviations ``s_A``,
-``s_B`` over ``n_A``, ``n_B`` seeds::
+2507.12856; the baselines' and hybrids' own papers, see PAPER_CLAIMS). For a pair, with means
+``m_A``, ``m_B``, sample standard deviations ``s_A``, ``s_B`` over ``n_A``, ``n_B`` seeds::
 
     d  = m_A - m_B
     se = sqrt(s_A^2 / n_A + s_B^2 / n_B)
@@ -52,6 +52,16 @@ PAPER_CLAIMS: tuple[Claim, ...] = (
         Claim("iw-SFT: above SFT when demonstrations vary in quality", iw, "sft", q)
         for iw in ("iw_sft", "iw_sft_q")
         for q in ("final_reward", "eval/val")
+    ),
+    # The baselines' and hybrids' own headline comparisons (their abstracts), on held-out
+    # accuracy as their benchmark tables report it: DFT (arXiv 2508.05629) above SFT; LUFFY
+    # (2504.14945), HPT (2509.04419), SRFT (2506.19767) and ReLIFT (2506.07527) above RL alone
+    # and above SFT followed by RL.
+    Claim("DFT: above SFT", "dft", "sft", "eval/val"),
+    *(
+        Claim(f"{label}: above RL alone and SFT-then-RL", method, other, "eval/val")
+        for method, label in (("luffy", "LUFFY"), ("hpt", "HPT"), ("srft", "SRFT"), ("relift", "ReLIFT"))
+        for other in ("grpo", "sft_then_rl")
     ),
 )
 

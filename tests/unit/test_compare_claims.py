@@ -67,3 +67,11 @@ def test_paper_claims_cover_the_three_orderings_of_the_issue():
     assert {("iw_sft", "sft", "final_reward"), ("iw_sft_q", "sft", "eval/val")} <= pairs
     # the task's premise, read on chord-compare's row of the untrained policy
     assert ("grpo", "base", "eval/val") in pairs
+
+
+def test_paper_claims_include_the_baselines_and_hybrids_own_orderings():
+    pairs = {(c.better, c.worse, c.quantity) for c in PAPER_CLAIMS}
+    assert ("dft", "sft", "eval/val") in pairs
+    for hybrid in ("luffy", "hpt", "srft", "relift"):  # on held-out accuracy, as their papers report
+        assert {(hybrid, "grpo", "eval/val"), (hybrid, "sft_then_rl", "eval/val")} <= pairs
+    assert len(pairs) == len(PAPER_CLAIMS)  # no claim listed twice
