@@ -13,6 +13,8 @@ provides both for Hugging Face models:
   row's sample does not depend on which requests share its batch, which server answers it, or
   when it arrives, so a rerun or a resumed run draws the same rollouts (up to floating-point
   ties). Without it, requests get distinct seeds from the server's own seeded stream.
+  `rollout.ignore_eos` (or a request's `ignore_eos`) works as in verl's vLLM server: EOS is
+  sampled like any token and generation goes on to the length cap.
 - `HFServerAdapter` runs inside every FSDP rank; all ranks drain the weight generator (gathering
   a full tensor is a collective) and rank 0 of the replica ships the state dict to the server.
 - `HFReplica` starts the server; it is registered under "hf" in `RolloutReplicaRegistry`.
@@ -97,6 +99,7 @@ class HFGenerationServer:
         self.pad_token_id = pad if pad is not None else self.eos_token_ids[0]
         self.max_model_len = config.prompt_length + config.response_length
         self.seed = int(config.seed)
+        self.ignore_eos = bool(getattr(config, "ignore_eos", False))  # a request may override it
         # Only for requests that come without their batch row: distinct, not reproducible.
         self._fallback_seeds = torch.Generator().manual_seed(self.seed + replica_rank)
         self._pending: list[_Request] = []
@@ -142,6 +145,7 @@ class HFGenerationServer:
             int(sampling_params.get("top_k", -1)),
             float(sampling_params.get("repetition_penalty", 1.0)),
             bool(sampling_params.get("logprobs", False)),
+            bool(sampling_params.get("ignore_eos", self.ignore_eos)),
         )
         prompt_ids = [int(t) for t in prompt_ids]
         if match := _ROW_REQUEST_ID.fullmatch(str(request_id)):
@@ -178,7 +182,7 @@ class HFGenerationServer:
 
     @torch.no_grad()
     def _generate_batch(self, reqs: list[_Request], params: tuple, max_tokens: int) -> list[TokenOutput]:
-        temperature, top_p, top_k, repetition_penalty, want_logprobs = params
+        temperature, top_p, top_k, repetition_penalty, want_logprobs, ignore_eos = params
         width = max(len(r.prompt_ids) for r in reqs)
         input_ids = torch.full((len(reqs), width), self.pad_token_id, dtype=torch.long)
         attention_mask = torch.zeros((len(reqs), width), dtype=torch.long)
@@ -201,7 +205,8 @@ class HFGenerationServer:
             max_new_tokens=max_tokens,
             do_sample=False,
             repetition_penalty=repetition_penalty,
-            eos_token_id=self.eos_token_ids,
+            # ignore_eos: no stop token at all (None would take the checkpoint's), EOS logits untouched
+            eos_token_id=[] if ignore_eos else self.eos_token_ids,
             pad_token_id=self.pad_token_id,
             return_dict_in_generate=True,
             output_logits=want_logprobs,
@@ -220,7 +225,7 @@ class HFGenerationServer:
                 logits = logits / temperature
             logprobs = torch.log_softmax(logits, dim=-1).gather(-1, new_tokens.unsqueeze(-1)).squeeze(-1)
         results = []
-        eos = set(self.eos_token_ids)
+        eos = set() if ignore_eos else set(self.eos_token_ids)
         for i in range(len(reqs)):
             tokens = new_tokens[i].tolist()
             stop = "length"

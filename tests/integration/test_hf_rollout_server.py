@@ -153,3 +153,30 @@ def test_prompt_longer_than_the_context_is_rejected(tiny_model_dir, tiny_tokeniz
     server = _server(tiny_model_dir, tiny_tokenizer, prompt_length=4, response_length=2)
     with pytest.raises(ValueError, match="leaves no room"):
         asyncio.run(_generate_all(server, [list(range(10))], {"temperature": 1.0}))
+
+
+def test_ignore_eos_samples_on_to_the_length_cap_as_vllm_does(tiny_model_dir, tiny_tokenizer):
+    """`rollout.ignore_eos`: every response runs to the cap, EOS stays a sampled token (vLLM's
+    meaning, not a ban on EOS); up to its first EOS a row draws what it draws without the flag."""
+    prompts = [_prompt(tiny_tokenizer, q) for q in ("1+2=", "3+4=", "12+30=", "7+8=") * 4]
+    ids = [f"det-{row}" for row in range(len(prompts))]
+    params = {"temperature": 1.0, "logprobs": True}
+    eos = tiny_tokenizer.eos_token_id
+    server = _server(tiny_model_dir, tiny_tokenizer, response_length=12)
+    server.model.lm_head.weight.data[eos] += 2.0  # EOS likely at every position: stops come early
+    plain = asyncio.run(_generate_all(server, prompts, params, ids))
+    assert any(o.stop_reason == "completed" and len(o.token_ids) < 12 for o in plain)
+
+    for ignoring, overrides in ((server, {"ignore_eos": True}), (None, {})):
+        if ignoring is None:  # the config's rollout.ignore_eos, as verl sets it
+            ignoring = _server(tiny_model_dir, tiny_tokenizer, response_length=12, ignore_eos=True)
+            ignoring.model.lm_head.weight.data[eos] += 2.0
+        outs = asyncio.run(_generate_all(ignoring, prompts, {**params, **overrides}, ids))
+        for a, b in zip(plain, outs, strict=True):
+            assert len(b.token_ids) == 12 and b.stop_reason == "length"
+            assert len(b.log_probs) == 12
+            assert b.token_ids[: len(a.token_ids)] == a.token_ids  # same draws up to the stop
+        assert any(eos in o.token_ids[:-1] for o in outs)  # EOS sampled mid-response, and went on
+    # a request may switch it off again on a server configured with it
+    back = asyncio.run(_generate_all(ignoring, prompts, {**params, "ignore_eos": False}, ids))
+    assert [o.token_ids for o in back] == [o.token_ids for o in plain]
