@@ -1,11 +1,12 @@
-"""The paper-shaped benchmark's command, 2 steps of 2 methods on 2 seeds (the full run is a benchmark).
+"""The paper-shaped benchmark's command, 2 steps of GRPO on 2 seeds (the full run is a benchmark).
 
 Builds the shifted-expert task and a quickly pre-trained base policy (the smoke shortens the
 pre-training through the config's `shift_task` section), then runs
 `benchmarks/bench_paper_shaped.py` as the README gives it: chord-compare on `shift_tiny` with
 held-out and retention accuracy from chord-eval, two runs at a time (`--jobs 2`, the
 benchmark's default). Also the real-trainer check of `--seeds`: per-seed run directories,
-the mean ± std report and its per-seed JSON.
+the mean ± std report and its per-seed JSON, time-to-reward and the claims table. (More
+methods through chord-compare on the real trainer: tests/integration/test_compare_cpu.py.)
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ def test_paper_shaped_benchmark_two_steps(tmp_path):
     out, workdir = tmp_path / "out", tmp_path / "shift"
     cmd = [
         sys.executable, "benchmarks/bench_paper_shaped.py", "--seeds", "2", "--steps", "2",
-        "--methods", "grpo,chord_phi", "--out", str(out), "--workdir", str(workdir),
+        "--methods", "grpo", "--out", str(out), "--workdir", str(workdir),
         "shift_task.base_policy.max_steps=20",
         "shift_task.data.num_train=64", "shift_task.data.num_expert=64",
     ]  # fmt: skip
@@ -50,7 +51,7 @@ def test_paper_shaped_benchmark_two_steps(tmp_path):
     assert (report["config"]["eval_k"], report["config"]["eval_temperature"]) == (8, 1.0)  # as RL samples
     assert [(m["method"], m["seed"], m["status"]) for m in report["methods"]] == [
         ("base", 0, "ok"), ("base", 1, "ok"),  # the starting policy, scored once per seed
-        ("grpo", 0, "ok"), ("chord_phi", 0, "ok"), ("grpo", 1, "ok"), ("chord_phi", 1, "ok"),
+        ("grpo", 0, "ok"), ("grpo", 1, "ok"),
     ], [m.get("error") for m in report["methods"]]  # fmt: skip
     base_eval = report["summary"].pop("base")
     assert base_eval["eval/val"]["n"] == 2 and base_eval["final_reward"]["n"] == 0
@@ -69,9 +70,10 @@ def test_paper_shaped_benchmark_two_steps(tmp_path):
         assert summary["eval/retention"]["n"] == 2 and summary["entropy"]["n"] == 2, method
     assert report["time_to_reward"]["grpo"]["seeds"] == 2
     table = (out / "compare.md").read_text()
-    for method in ("grpo", "chord_phi"):
-        assert re.search(rf"\| `{method}` \| 2 \| \d\.\d{{3}} ± \d\.\d{{3}} \|", table), table
+    assert re.search(r"\| `grpo` \| 2 \| \d\.\d{3} ± \d\.\d{3} \|", table), table
     claims = (out / "claims.md").read_text()  # the papers' orderings, written after the runs
-    assert "| `chord_phi` > `grpo` | final_reward |" in claims and "not measured" in claims
+    premise = next(line for line in claims.splitlines() if line.startswith("| `grpo` > `base` | eval/val |"))
+    assert "not measured" not in premise  # both rows there, 2 seeds each
+    assert "| `chord_phi` > `grpo` | final_reward | - |" in claims and "not measured" in claims
     info = json.loads((out / "benchmark.json").read_text())
     assert info["exit_code"] == 0 and info["wall_s"] > 0 and len(info["load_before"]) == 3
