@@ -103,6 +103,15 @@ def seed_band(
     return steps, mean, [min(by_step[s]) for s in steps], [max(by_step[s]) for s in steps]
 
 
+LINE_STYLES = ("-", "--", "-.")  # ":" marks stage switches
+
+
+def method_style(index: int) -> tuple[str, str]:
+    """(colour, line style) of the `index`-th method: tab10's ten colours, solid first, then
+    dashed, then dash-dotted, so up to 30 methods stay apart."""
+    return f"C{index % 10}", LINE_STYLES[(index // 10) % len(LINE_STYLES)]
+
+
 def plot_comparison(
     curves_by_method: dict[str, list[dict[str, list[list[float]]]]],
     out: str | Path,
@@ -114,7 +123,8 @@ def plot_comparison(
     dpi: int = 100,
 ) -> Path:
     """One PNG of `size_px` pixels with 2 x 2 panels (reward, mu, entropy, response length) per
-    step, every method on the same axes in the same colour across panels.
+    step, every method on the same axes in the same colour and line style across panels
+    (`method_style`).
 
     `curves_by_method[method]` holds one dict per seed, `{name: [[step, value], ...]}`
     (`recipe.compare.report.curves`). A method with one seed is drawn as one line (with
@@ -132,11 +142,10 @@ def plot_comparison(
     fig, axes = plt.subplots(
         2, 2, figsize=(size_px[0] / dpi, size_px[1] / dpi), dpi=dpi, sharex=True, squeeze=False
     )
-    colours = plt.get_cmap("tab10")
     max_seeds = max((len(runs) for runs in curves_by_method.values()), default=1)
     for (name, label), ax in zip(COMPARISON_PANELS, axes.flat, strict=True):
         for i, (method, runs) in enumerate(curves_by_method.items()):
-            colour = colours(i % 10)
+            colour, style = method_style(i)
             window = 1 if name == "mu" else smooth
             legend = (
                 method if max_seeds == 1 else f"{method} ({len(runs)} seed{'s' if len(runs) > 1 else ''})"
@@ -149,11 +158,11 @@ def plot_comparison(
                 if window > 1:
                     ax.plot(steps, values, color=colour, alpha=0.25, linewidth=0.8)
                     values = moving_average(values, window)
-                ax.plot(steps, values, color=colour, linewidth=1.6, label=legend)
+                ax.plot(steps, values, color=colour, linestyle=style, linewidth=1.6, label=legend)
             elif per_seed:
                 steps, mean, low, high = seed_band(per_seed, window)
                 ax.fill_between(steps, low, high, color=colour, alpha=0.18, linewidth=0)
-                ax.plot(steps, mean, color=colour, linewidth=1.6, label=legend)
+                ax.plot(steps, mean, color=colour, linestyle=style, linewidth=1.6, label=legend)
             for step in (switch_steps or {}).get(method, []):
                 ax.axvline(step + 0.5, color=colour, linestyle=":", linewidth=1.0)
         ax.set_ylabel(label)

@@ -10,7 +10,13 @@ import matplotlib.image as mpimg  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from recipe.compare.plots import COMPARISON_PANELS, moving_average, plot_comparison, seed_band  # noqa: E402
+from recipe.compare.plots import (  # noqa: E402
+    COMPARISON_PANELS,
+    method_style,
+    moving_average,
+    plot_comparison,
+    seed_band,
+)
 
 
 def _curves(scale: float) -> dict[str, list[list[float]]]:
@@ -83,3 +89,25 @@ def test_plot_comparison_over_seeds_draws_a_band_per_method(tmp_path):
     assert (
         np.abs(single[..., :3] - band).max(axis=-1) < 0.01
     ).sum() < 2000  # one seed: no band (line edges only)
+
+
+def test_thirteen_methods_get_thirteen_styles_that_hold_across_panels(tmp_path, monkeypatch):
+    assert len({method_style(i) for i in range(13)}) == 13  # tab10 alone repeats after ten
+    assert method_style(0) == ("C0", "-") and method_style(10) == ("C0", "--")
+    from matplotlib.figure import Figure
+
+    methods = {f"m{i}": [_curves(0.1 * i)] for i in range(13)}
+    panels = []
+    real_savefig = Figure.savefig
+
+    def capture(fig, *args, **kwargs):  # the lines as drawn, read just before the file is written
+        for ax in fig.axes:
+            panels.append([(ln.get_label(), ln.get_color(), ln.get_linestyle()) for ln in ax.lines])
+        return real_savefig(fig, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", capture)
+    plot_comparison(methods, tmp_path / "many.png")
+    looks = {label: (colour, style) for label, colour, style in panels[0]}
+    assert set(looks) == set(methods) and len(set(looks.values())) == 13
+    for panel in panels[1:]:  # a method keeps its look in every panel
+        assert all(looks[label] == (colour, style) for label, colour, style in panel if label in looks)
