@@ -45,8 +45,9 @@ format: install
 
 # The whole suite: lint, unit, integration (real verl + Ray on CPU) and e2e tests.
 test: lint
-	@# pytest exits 5 when it collected nothing: a failure, not a pass.
-	$(PY) -m pytest tests; rc=$$?; \
+	@# pytest exits 5 when it collected nothing: a failure, not a pass. --durations: the slowest
+	@# tests in every log, so the suite's time can be watched (CI's limit is 90 min).
+	$(PY) -m pytest tests --durations=30; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "no tests were collected" >&2; exit 1; fi; exit $$rc
 
 # Unit tests only (seconds).
