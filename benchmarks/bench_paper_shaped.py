@@ -162,6 +162,9 @@ def merge_parts(out: Path, others: list[Path], argv: list[str]) -> int:
         for method in part["config"]["methods"]:
             if method in methods:
                 raise ValueError(f"{folder}: method {method!r} is already in {out} (a part per method)")
+            stale = out / "runs" / method
+            if stale.exists():
+                raise ValueError(f"{stale} exists but {out} does not report it: move it first")
             methods.append(method)
         parts.append(part)
     for folder, part in zip(others, parts[1:], strict=True):

@@ -96,3 +96,12 @@ def test_merge_names_a_folder_that_is_not_a_part(tmp_path, capsys):
     _part(out, ["grpo"], 100.0)
     assert _bench().main(["--out", str(out), "--merge", str(tmp_path / "nothing")]) == 2
     assert f"{tmp_path / 'nothing' / 'compare.json'} is missing" in capsys.readouterr().err
+
+
+def test_merge_refuses_to_overwrite_runs_it_does_not_report(tmp_path, capsys):
+    out, rest = tmp_path / "v2", tmp_path / "v2_rest"
+    _part(out, ["grpo"], 100.0)
+    _part(rest, ["luffy"], 40.0)
+    (out / "runs" / "luffy").mkdir()  # e.g. left by an interrupted run
+    assert _bench().main(["--out", str(out), "--merge", str(rest)]) == 2
+    assert f"{out / 'runs' / 'luffy'} exists" in capsys.readouterr().err
