@@ -380,33 +380,22 @@ class ChordRayTrainer(HybridsMixin, RayPPOTrainer):
         """LUFFY: each prompt's expert response joins its GRPO group as one more rollout.
 
         The response is the RL row's `extra_info[chord.luffy.response_key]` (plus EOS unless it
-        already ends with it); it scores `chord.luffy.expert_reward`. The rollouts score their
-        `token_level_rewards`. Advantages of the whole group (rollouts and expert trace) are
-        recomputed (`_group_advantages_with_demos`) and written back to the rollout rows of
-        `batch`, so verl's `critic/advantages/*` log the ones used.
+        already ends with it; read as the hybrids read their demonstrations, and a missing or
+        empty one stops the run naming the row); it scores `chord.luffy.expert_reward`. The
+        rollouts score their `token_level_rewards`. Advantages of the whole group (rollouts and
+        expert trace) are recomputed (`_group_advantages_with_demos`) and written back to the
+        rollout rows of `batch`, so verl's `critic/advantages/*` log the ones used.
         """
         cfg = self.chord.luffy
-        uids = list(batch.non_tensor_batch["uid"])
-        extra_info = batch.non_tensor_batch.get("extra_info")
         first_row: dict[str, int] = {}
-        for i, uid in enumerate(uids):
+        for i, uid in enumerate(batch.non_tensor_batch["uid"]):
             first_row.setdefault(uid, i)
         rows = list(first_row.values())  # one row per prompt, in batch order
         width = on_policy.batch["responses"].shape[1]
-        prompt_ids, response_ids, truncated = [], [], 0
+        prompt_ids = [self._prompt_ids(on_policy, i) for i in rows]
+        response_ids, truncated = [], 0
         for i in rows:
-            info = extra_info[i] if extra_info is not None else None
-            if not isinstance(info, dict) or not isinstance(info.get(cfg.response_key), str):
-                where = info.get("index", i) if isinstance(info, dict) else i
-                raise ValueError(
-                    f"chord.luffy.response_key: RL row {where} has no string extra_info"
-                    f"[{cfg.response_key!r}] (LUFFY needs each prompt's expert response)"
-                )
-            prompt_mask = on_policy.batch["attention_mask"][i, : on_policy.batch["prompts"].shape[1]].bool()
-            prompt_ids.append(on_policy.batch["prompts"][i][prompt_mask].tolist())
-            ids = self.tokenizer.encode(info[cfg.response_key], add_special_tokens=False)
-            if not ids or ids[-1] != self.tokenizer.eos_token_id:
-                ids.append(self.tokenizer.eos_token_id)
+            ids = self._demonstration(batch, i, required=True, why="its expert trace joins the group")
             truncated += len(ids) > width
             response_ids.append(ids[:width])
         n_ex = len(rows)

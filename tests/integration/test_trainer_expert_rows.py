@@ -5,7 +5,8 @@
   Continuous Token builder) renders an RL prompt with the same messages.
 - `_luffy_rows` scores the rollouts by `token_level_rewards` (a KL-in-reward penalty counts),
   writes the LUFFY advantages back where verl's `critic/advantages/*` read them, and appends EOS
-  only to a response that does not already end with it.
+  only to a response that does not already end with it; a prompt without one stops the run
+  naming its row.
 """
 
 from __future__ import annotations
@@ -132,6 +133,25 @@ def test_luffy_rows_use_rewards_log_their_advantages_and_end_with_one_eos(tiny_t
     # verl's critic/advantages/* read batch.batch["advantages"]: the LUFFY ones, on real tokens
     torch.testing.assert_close(batch.batch["advantages"], on_policy.batch["advantages"])
     assert metrics["chord/expert_rows"] == 2
+
+
+@pytest.mark.parametrize("missing", [None, "", 7])
+def test_luffy_rows_without_an_expert_response_stop_naming_the_row(tiny_tokenizer, missing):
+    trainer = ChordRayTrainer.__new__(ChordRayTrainer)
+    trainer.tokenizer = tiny_tokenizer
+    trainer.chord = load_chord_config({"variant": "luffy"})
+    trainer.global_steps = 3
+    batch = _luffy_batch(tiny_tokenizer)
+    for row in (2, 3):  # prompt u1 (dataset index 1)
+        info = dict(batch.non_tensor_batch["extra_info"][row])
+        if missing is None:
+            del info["expert_response"]
+        else:
+            info["expert_response"] = missing
+        batch.non_tensor_batch["extra_info"][row] = info
+    on_policy = batch.select(batch_keys=[k for k in batch.batch.keys() if not k.startswith("token_level")])
+    with pytest.raises(ValueError, match=r"chord\.luffy\.response_key: RL row 1 \(.*step 3\) has no string"):
+        trainer._luffy_rows(batch, on_policy)
 
 
 def test_rollout_is_weights_reach_the_actor_batch_with_weight_one_on_expert_rows(tiny_tokenizer):
