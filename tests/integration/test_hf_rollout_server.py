@@ -167,10 +167,9 @@ def test_ignore_eos_samples_on_to_the_length_cap_as_vllm_does(tiny_model_dir, ti
     plain = asyncio.run(_generate_all(server, prompts, params, ids))
     assert any(o.stop_reason == "completed" and len(o.token_ids) < 12 for o in plain)
 
-    for ignoring, overrides in ((server, {"ignore_eos": True}), (None, {})):
-        if ignoring is None:  # the config's rollout.ignore_eos, as verl sets it
-            ignoring = _server(tiny_model_dir, tiny_tokenizer, response_length=12, ignore_eos=True)
-            ignoring.model.lm_head.weight.data[eos] += 2.0
+    configured = _server(tiny_model_dir, tiny_tokenizer, response_length=12, ignore_eos=True)
+    configured.model.lm_head.weight.data[eos] += 2.0  # the config's rollout.ignore_eos, as verl sets it
+    for ignoring, overrides in ((server, {"ignore_eos": True}), (configured, {})):
         outs = asyncio.run(_generate_all(ignoring, prompts, {**params, **overrides}, ids))
         for a, b in zip(plain, outs, strict=True):
             assert len(b.token_ids) == 12 and b.stop_reason == "length"
@@ -178,5 +177,5 @@ def test_ignore_eos_samples_on_to_the_length_cap_as_vllm_does(tiny_model_dir, ti
             assert b.token_ids[: len(a.token_ids)] == a.token_ids  # same draws up to the stop
         assert any(eos in o.token_ids[:-1] for o in outs)  # EOS sampled mid-response, and went on
     # a request may switch it off again on a server configured with it
-    back = asyncio.run(_generate_all(ignoring, prompts, {**params, "ignore_eos": False}, ids))
+    back = asyncio.run(_generate_all(configured, prompts, {**params, "ignore_eos": False}, ids))
     assert [o.token_ids for o in back] == [o.token_ids for o in plain]
