@@ -9,10 +9,16 @@ line per finished step shows the reward and the overall progress. `sft_then_rl` 
 `method=sft` for `--sft-fraction` of the steps, then `method=grpo` starting from the SFT
 checkpoint (converted to a Hugging Face directory by `recipe.eval.checkpoint`).
 
-`--seeds N` runs every method once per seed `--seed`, ..., `--seed` + N - 1, seed-major (all
-methods of a seed, then the next), each in `<out>/runs/<method>/seed<seed>/` (with one seed the
-run directory stays `<out>/runs/<method>/`); the report gives mean ± standard deviation over
-seeds, per-seed values in the JSON, and the time each method takes to reach GRPO's final reward.
+`--seeds N` runs every method once per seed `--seed`, ..., `--seed` + N - 1, each in
+`<out>/runs/<method>/seed<seed>/` (with one seed the run directory stays `<out>/runs/<method>/`);
+the report gives mean ± standard deviation over seeds, per-seed values in the JSON, and the time
+each method takes to reach GRPO's final reward. With `--sweep` (default) a one-stage method
+trains all its seeds in one `chord-train` launch (`sweep.seeds`, recipe/train/sweep.py: Ray and
+the workers start once; log in `<out>/runs/<method>/train.log`), unless chord-train cannot sweep
+its config (`sweep_refusal`: e.g. vLLM rollout, uft, trapo); `sft_then_rl` and `--no-sweep`
+get a launch per (method, seed), seed-major (all methods of a seed, then the next). A swept
+seed's wall time starts when the previous seed's last step record was read (the first seed's
+at the launch): start-up counts in the first seed, each reset in the seed after it.
 
 With `--eval` (default) the final checkpoint of every method is scored by `chord-eval` on the
 config's validation files (or `--eval-data`), greedy by default, and so is the policy they all
@@ -22,10 +28,11 @@ Written to `--out`:
 `compare.png` (reward, mu, entropy and response length per step, all methods on shared axes);
 they are rewritten after every method, so an interrupted comparison keeps what finished.
 
-`--jobs N` runs up to N (method, seed) runs at once, in the same order (each run is its own
-trainer process and Ray instance). On a machine whose cores one run does not keep busy this
-finishes the comparison sooner; every run's wall time then includes sharing the machine, so
-wall-clock figures compare fairly only between runs made with the same --jobs.
+`--jobs N` runs up to N launches at once (a sweep launch counts as one), in the same order
+(each launch is its own trainer process and Ray instance). On a machine whose cores one run
+does not keep busy this finishes the comparison sooner; every run's wall time then includes
+sharing the machine, so wall-clock figures compare fairly only between runs made with the same
+--jobs (and --sweep).
 
 With the default config (`cpu_tiny`) the tiny model and task are built in `--workdir` if missing.
 Other arguments are hydra overrides passed to every run (e.g. `trainer.n_gpus_per_node=8`).
@@ -53,11 +60,13 @@ from omegaconf import OmegaConf
 
 from recipe.compare.plan import (
     SFT_THEN_RL,
+    Launch,
     MethodPlan,
     Stage,
     check_no_seed_runs_lost,
     check_user_overrides,
     compose_config,
+    launch_order,
     method_run_dir,
     micro_batch_override,
     parse_methods,
@@ -65,8 +74,11 @@ from recipe.compare.plan import (
     preset_methods,
     run_order,
     seed_values,
+    seed_walls,
     stage_overrides,
+    sweep_overrides,
     trainer_command,
+    why_not_swept,
 )
 from recipe.compare.report import (
     BASE_METHOD,
@@ -81,6 +93,7 @@ from recipe.compare.report import (
     validation_accuracy,
 )
 from recipe.compare.report import write_report as write_tables
+from recipe.train.sweep import INITIAL_STATE, sweep_refusal
 
 DEFAULT_METHODS = "grpo,sft,sft_then_rl,chord_mu,chord_phi"
 TINY_CONFIG = "cpu_tiny"
@@ -125,13 +138,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-max-problems", type=int, default=None, help="first N problems per benchmark")
     p.add_argument("--eval-backend", default="auto", choices=["auto", "vllm", "hf"])
     p.add_argument("--smooth", type=int, default=None, help="plot moving-average window (default steps/10)")
-    p.add_argument("--timeout", type=float, default=None, help="seconds allowed per training run")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        help="seconds allowed per training run (a sweep launch: x seeds)",
+    )
     p.add_argument("--fail-fast", action="store_true", help="stop at the first failed method")
     p.add_argument(
         "--jobs",
         type=int,
         default=1,
-        help="(method, seed) runs at once (default 1); wall times then include sharing the machine",
+        help="trainer launches at once (default 1; a sweep launch of a method's seeds is one); wall "
+        "times then include sharing the machine",
+    )
+    p.add_argument(
+        "--sweep",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="with --seeds > 1, train each one-stage method's seeds in one chord-train launch "
+        "(sweep.seeds; default on; not sft_then_rl nor configs chord-train cannot sweep, e.g. vLLM "
+        "rollout, uft, trapo). Each seed's wall time then starts when the previous seed's last step "
+        "was read: the first seed's includes the launch's start-up, later seeds' their reset. "
+        "--no-sweep: a launch per (method, seed)",
     )
     p.add_argument(
         "--report-only",
@@ -232,46 +261,88 @@ def _terminate(proc: subprocess.Popen) -> None:
         proc.wait()
 
 
-def run_stage(
+class StepWatch:
+    """One metrics file of a launch: prints a progress line per step record and keeps the clock.
+
+    `seen`: `{step (offset included): seconds since `origin` when chord-compare read its
+    record}`. `origin` (a time.monotonic() value) is where the clock starts: given, or the
+    launch's start for the first watch of a launch and, for a later one (the next seed of a
+    sweep), when the previous watch read its `last_step` record.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        label: str,
+        step_offset: int = 0,
+        last_step: int | None = None,
+        origin: float | None = None,
+        seen: dict[int, float] | None = None,
+    ):
+        self.follower = MetricsFollower(path)
+        self.label = label
+        self.step_offset = step_offset
+        self.last_step = last_step
+        self.origin = origin
+        self.seen: dict[int, float] = {} if seen is None else seen
+        self.last_read: float | None = None  # when the latest step record was read
+
+    def read(self, progress: Progress, method_steps: int, fallback_origin: float) -> tuple[int, bool]:
+        """Print the new step records; returns (records printed, whether `last_step` was read)."""
+        printed, finished = 0, False
+        for record in self.follower.poll():
+            data = record.get("data", {})
+            if REWARD not in data:
+                continue
+            now = time.monotonic()
+            if self.origin is None:
+                self.origin = fallback_origin
+            step = int(record.get("step", 0)) + self.step_offset
+            self.seen[step] = now - self.origin
+            self.last_read = now
+            finished = finished or step == self.last_step
+            print(progress.step_line(self.label, step, method_steps, data), flush=True)
+            printed += 1
+        return printed, finished
+
+
+def run_launch(
     cmd: list[str],
-    run_dir: Path,
+    log_path: Path,
     env: dict[str, str],
     progress: Progress,
-    label: str,
-    step_offset: int,
+    watches: list[StepWatch],
     method_steps: int,
+    label: str,
     timeout: float | None = None,
     heartbeat_s: float = 30.0,
-    seen: dict[int, float] | None = None,
-    since: float | None = None,
     cancel: threading.Event | None = None,
-) -> tuple[int, float]:
-    """Run one trainer process, printing a line per logged step; returns (exit code, wall seconds).
+) -> tuple[int, float, float]:
+    """Run one trainer process (output to `log_path`), following the metrics files of `watches`
+    (in the order the launch writes them; polled every 0.5 s); returns (exit code, start, end) as
+    time.monotonic() values.
 
     A set `cancel` event stops the trainer (its process group) and raises KeyboardInterrupt: how
     an interrupt of chord-compare reaches runs that its worker threads are waiting on.
-
-    `seen`, if given, gets `{step (offset included): seconds since `since` (a time.monotonic()
-    value; default: this stage's start) when the step's record was read}` (polled every 0.5 s).
     """
-    run_dir.mkdir(parents=True, exist_ok=True)
-    follower = MetricsFollower(run_dir / "metrics.jsonl")
+    log_path.parent.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     last_output = started
-    origin = started if since is None else since
+    if watches and watches[0].origin is None:
+        watches[0].origin = started
 
     def report_new() -> None:
         nonlocal last_output
-        for record in follower.poll():
-            data = record.get("data", {})
-            if REWARD in data:
-                step = int(record.get("step", 0)) + step_offset
-                if seen is not None:
-                    seen[step] = time.monotonic() - origin
-                print(progress.step_line(label, step, method_steps, data), flush=True)
+        for i, watch in enumerate(watches):
+            previous = watches[i - 1] if i else None
+            fallback = started if previous is None else previous.last_read or started
+            printed, finished = watch.read(progress, method_steps, fallback)
+            if printed:
                 last_output = time.monotonic()
+            if finished and i + 1 < len(watches) and watches[i + 1].origin is None:
+                watches[i + 1].origin = watch.last_read  # the next seed's clock starts here
 
-    with open(run_dir / "train.log", "w") as log:
+    with open(log_path, "w") as log:
         log.write("+ " + shlex.join(cmd) + "\n")
         log.flush()
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
@@ -294,7 +365,34 @@ def run_stage(
             _terminate(proc)
             raise
     report_new()
-    return rc, time.monotonic() - started
+    return rc, started, time.monotonic()
+
+
+def run_stage(
+    cmd: list[str],
+    run_dir: Path,
+    env: dict[str, str],
+    progress: Progress,
+    label: str,
+    step_offset: int,
+    method_steps: int,
+    timeout: float | None = None,
+    heartbeat_s: float = 30.0,
+    seen: dict[int, float] | None = None,
+    since: float | None = None,
+    cancel: threading.Event | None = None,
+) -> tuple[int, float]:
+    """`run_launch` of one (method, seed) stage writing `run_dir/metrics.jsonl`, its output in
+    `run_dir/train.log`; returns (exit code, wall seconds).
+
+    `seen`, if given, gets `{step (offset included): seconds since `since` (a time.monotonic()
+    value; default: this stage's start) when the step's record was read}`.
+    """
+    watch = StepWatch(run_dir / "metrics.jsonl", label, step_offset, origin=since, seen=seen)
+    rc, started, ended = run_launch(
+        cmd, run_dir / "train.log", env, progress, [watch], method_steps, label, timeout, heartbeat_s, cancel
+    )
+    return rc, ended - started
 
 
 def _log_tail(path: Path, lines: int = 15) -> str:
@@ -378,6 +476,8 @@ class Comparison:
         self.results: list[MethodResult] = []
         self.plans: list[MethodPlan] = []
         self.seeds = seed_values(args.seed, args.seeds)
+        self.sweeps: dict[str, tuple[list[str], Any]] = {}  # swept method -> its launch's overrides, config
+        self.num_launches = 0
         # hydra's compose and chord-eval use process-wide state: one thread at a time (--jobs)
         self.shared_state = threading.Lock()
         self.cancel = threading.Event()  # set on an interrupt: running trainers stop
@@ -396,11 +496,29 @@ class Comparison:
         )
         with self.shared_state:
             cfg = compose_config(self.args.config_name, overrides)
+        return self.fix_micro_batch(stage, overrides, cfg), cfg
+
+    def sweep_config(self, plan: MethodPlan) -> tuple[list[str], Any]:
+        """Overrides and config of the launch that trains one-stage `plan` once per seed (no
+        micro-batch fix yet: `fix_micro_batch` once the sweep is accepted)."""
+        overrides = sweep_overrides(
+            plan.stages[0],
+            seeds=self.seeds,
+            sweep_dir=self.runs / plan.name,
+            save_checkpoint=self.args.eval,
+            user_overrides=self.overrides,
+        )
+        with self.shared_state:
+            return overrides, compose_config(self.args.config_name, overrides)
+
+    @staticmethod
+    def fix_micro_batch(stage: Stage, overrides: list[str], cfg: Any) -> list[str]:
+        """`overrides`, with the micro-batch size that divides a rank's mini-batch if `cfg`'s does not."""
         fix = micro_batch_override(cfg)
-        if fix is not None:
-            print(f"  note: {stage.method}: {fix} (a rank's mini-batch must split into micro-batches)")
-            overrides.append(fix)
-        return overrides, cfg
+        if fix is None:
+            return overrides
+        print(f"  note: {stage.method}: {fix} (a rank's mini-batch must split into micro-batches)")
+        return [*overrides, fix]
 
     def eval_inputs(self, cfg: Any) -> tuple[list[str], int]:
         """chord-eval's data files (`--eval-data` or the config's `data.val_files`) and its
@@ -431,8 +549,8 @@ class Comparison:
         return result
 
     def label(self, index: int, plan: MethodPlan, seed: int, stage: Stage | None = None) -> str:
-        """`[3/10 sft_then_rl:rl seed 1]`; the seed only with --seeds > 1."""
-        text = f"[{index}/{len(self.plans) * len(self.seeds)} {plan.name}"
+        """`[3/10 sft_then_rl:rl seed 1]` (launch 3 of 10); the seed only with --seeds > 1."""
+        text = f"[{index}/{self.num_launches} {plan.name}"
         if stage is not None and len(plan.stages) > 1:
             text += f":{stage.name}"
         return text + (f" seed {seed}]" if len(self.seeds) > 1 else "]")
@@ -478,8 +596,73 @@ class Comparison:
                 except (ValueError, FileNotFoundError, RuntimeError) as exc:
                     error = f"{stage.name} stage: no model to start the next stage from: {exc}"
                     break
-        wall = time.monotonic() - started
         rows = join_stages(stage_rows, [s.step_offset for s in plan.stages[: len(stage_rows)]])
+        return self.finish_run(
+            plan, seed, method_dir, run_dirs, rows, seen, time.monotonic() - started, error, cfg
+        )
+
+    def run_sweep(self, plan: MethodPlan, index: int, progress: Progress) -> list[MethodResult]:
+        """Every seed of one-stage `plan` in one trainer launch (`sweep.seeds`; its output in
+        `runs/<method>/train.log`): a result per seed, in `runs/<method>/seed<s>/` as with a
+        launch per seed. Seed s's clock starts when the previous seed's last step record was
+        read (the first seed's at the launch), so start-up and resets count in the seed they
+        precede. A seed that logged every step is ok even if the launch failed later."""
+        method_dir = self.runs / plan.name
+        for name in [*(self.run_dir(plan.name, s).name for s in self.seeds), "hydra", INITIAL_STATE]:
+            shutil.rmtree(method_dir / name, ignore_errors=True)  # a fresh run of every seed
+        overrides, cfg = self.sweeps[plan.name]
+        stage = plan.stages[0]
+        log = method_dir / "train.log"
+        watches = [
+            StepWatch(
+                self.run_dir(plan.name, s) / "metrics.jsonl", self.label(index, plan, s), last_step=plan.steps
+            )
+            for s in self.seeds
+        ]
+        label = f"[{index}/{self.num_launches} {plan.name} seeds {self.seeds[0]}..{self.seeds[-1]}]"
+        print(
+            f"{label} start: one launch of {len(self.seeds)} seeds x {stage.steps} steps of "
+            f"method={stage.method}, log {log}"
+        )
+        timeout = None if self.args.timeout is None else self.args.timeout * len(self.seeds)
+        cmd = trainer_command(sys.executable, self.args.config_name, overrides)
+        rc, _, ended = run_launch(
+            cmd, log, self.env, progress, watches, plan.steps, label, timeout, cancel=self.cancel
+        )
+        if rc != 0:
+            print(f"{label} FAILED (exit {rc}); last lines of {log}:\n{_log_tail(log)}")
+        walls = seed_walls([w.origin for w in watches], ended)
+        results = []
+        for seed, watch, wall in zip(self.seeds, watches, walls, strict=True):
+            run_dir = self.run_dir(plan.name, seed)
+            run_dir.mkdir(parents=True, exist_ok=True)
+            rows = _training_rows(run_dir / "metrics.jsonl")
+            error = None
+            if rc != 0 and len(rows) < plan.steps:
+                error = (
+                    f"the sweep launch of seeds {self.seeds} exited with {rc} after {len(rows)} of "
+                    f"{plan.steps} steps of this seed; see {log}"
+                )
+            results.append(
+                self.finish_run(plan, seed, run_dir, [run_dir], rows, watch.seen, wall, error, cfg)
+            )
+        return results
+
+    def finish_run(
+        self,
+        plan: MethodPlan,
+        seed: int,
+        method_dir: Path,
+        run_dirs: list[Path],
+        rows: list[dict],
+        seen: dict[int, float],
+        wall: float,
+        error: str | None,
+        cfg: Any,
+    ) -> MethodResult:
+        """The result of one (method, seed) run from its training rows: failed with `error` or
+        with fewer steps logged than planned, else evaluated (with --eval); written to
+        `method_dir/result.json`."""
         result = summarize(plan.name, rows, self.args.last_k) if rows else MethodResult(plan.name)
         result.seed = seed
         result.step_wall_s = [[step, round(seen[step], 3)] for step in sorted(seen)]
@@ -519,6 +702,7 @@ class Comparison:
             "sft_fraction": a.sft_fraction,
             "last_k": a.last_k,
             "jobs": a.jobs,
+            "sweep": a.sweep,
             "overrides": self.overrides,
             "eval": a.eval,
             "eval_k": a.eval_k,
@@ -579,9 +763,12 @@ class Comparison:
             + f" ({total} steps) on --config-name {self.args.config_name}, {seeds} -> {self.out}",
             flush=True,
         )
+        self.sweeps = self.plan_sweeps()
+        launches = launch_order(methods, self.seeds, set(self.sweeps))
+        self.num_launches = len(launches)
         progress = Progress(total, len(self.plans) * len(self.seeds))
-        order = run_order(methods, self.seeds)
-        position = {key: i for i, key in enumerate([*((s, BASE_METHOD) for s in self.seeds), *order])}
+        report_order = [*((s, BASE_METHOD) for s in self.seeds), *run_order(methods, self.seeds)]
+        position = {key: i for i, key in enumerate(report_order)}  # seed-major, swept or not
         if self.args.eval:
             base_cfg = compose_config(self.args.config_name, self.overrides)  # no run is going yet
             for seed in self.seeds:
@@ -592,13 +779,13 @@ class Comparison:
         steps_done = 0
         stop = False
         with ThreadPoolExecutor(max_workers=self.args.jobs) as pool:
-            pending: dict[Future, tuple[int, int, str]] = {}
-            queue = list(enumerate(order, 1))
+            pending: dict[Future, tuple[int, Launch]] = {}
+            queue = list(enumerate(launches, 1))
             while queue or pending:
                 while queue and not stop and len(pending) < self.args.jobs:
-                    index, (seed, name) = queue.pop(0)
-                    future = pool.submit(self.run_method, plans[name], seed, index, progress)
-                    pending[future] = (index, seed, name)
+                    index, launch = queue.pop(0)
+                    future = pool.submit(self.run_queued, plans[launch.method], launch, index, progress)
+                    pending[future] = (index, launch)
                 if not pending:
                     break
                 try:
@@ -608,16 +795,47 @@ class Comparison:
                     wait(pending)
                     raise
                 for future in finished:
-                    index, seed, name = pending.pop(future)
-                    result = future.result()
-                    steps_done += plans[name].steps
-                    progress.count_at_least(steps_done)  # count skipped steps of a failure
-                    self.results.append(result)
-                    self.results.sort(key=lambda r: position[(r.seed, r.method)])
-                    self._announce(self.label(index, plans[name], seed), result, progress)
+                    index, launch = pending.pop(future)
+                    plan = plans[launch.method]
+                    for result in future.result():
+                        steps_done += plan.steps
+                        progress.count_at_least(steps_done)  # count skipped steps of a failure
+                        self.results.append(result)
+                        self.results.sort(key=lambda r: position[(r.seed, r.method)])
+                        self._announce(self.label(index, plan, result.seed), result, progress)
+                        stop = stop or (result.status != "ok" and self.args.fail_fast)
                     self.write_report()
-                    stop = stop or (result.status != "ok" and self.args.fail_fast)
         return self.finish()
+
+    def plan_sweeps(self) -> dict[str, tuple[list[str], Any]]:
+        """The methods whose seeds run as one launch, with that launch's overrides and config;
+        prints why the others (with --seeds > 1) get a launch per seed."""
+        if len(self.seeds) == 1:
+            return {}
+        if not self.args.sweep:
+            print("chord-compare: --no-sweep: one launch per (method, seed)", flush=True)
+            return {}
+        sweeps = {}
+        for plan in self.plans:
+            reason = why_not_swept(plan, len(self.seeds), self.args.sweep)
+            if reason is None:
+                overrides, cfg = self.sweep_config(plan)
+                reason = sweep_refusal(cfg)
+                if reason is None:
+                    sweeps[plan.name] = (self.fix_micro_batch(plan.stages[0], overrides, cfg), cfg)
+                    continue
+            print(
+                f"chord-compare: {plan.name}: a launch per seed, not one for all seeds: {reason}", flush=True
+            )
+        return sweeps
+
+    def run_queued(
+        self, plan: MethodPlan, launch: Launch, index: int, progress: Progress
+    ) -> list[MethodResult]:
+        """The results of one launch of the queue: a sweep's seeds, or one (method, seed) run."""
+        if launch.is_sweep:
+            return self.run_sweep(plan, index, progress)
+        return [self.run_method(plan, launch.seeds[0], index, progress)]
 
     @staticmethod
     def _announce(label: str, result: MethodResult, progress: Progress) -> None:

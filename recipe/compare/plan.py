@@ -5,6 +5,10 @@ baseline `sft_then_rl`: `method=sft` for `round(sft_fraction * steps)` steps, it
 checkpoint turned into a Hugging Face directory, then `method=grpo` from that directory for the
 remaining steps. Every stage of every method gets the same task, data, seeds and config; the
 step budget of a method is the sum of its stages.
+
+With several seeds a one-stage method runs as one *sweep launch* (`sweep.seeds`, see
+recipe/train/sweep.py): one trainer process trains it once per seed, in order, and sets each
+seed's keys and output paths itself; a launch of one (method, seed) run is the other kind.
 """
 
 from __future__ import annotations
@@ -32,7 +36,20 @@ RESERVED_KEYS = {
     "actor_rollout_ref.rollout.seed": "--seed",
     "ray_kwargs.ray_init.runtime_env.env_vars.VERL_FILE_LOGGER_PATH": "--out",
     "hydra.run.dir": "--out",
+    "sweep.seeds": "--seeds (and --sweep)",
+    "sweep.dir": "--out",
 }
+
+# What a launch of one (method, seed) run sets and a sweep launch leaves to chord-train, which
+# sets them for each of its seeds (`recipe.train.sweep.seed_config`, `use_metrics_path`).
+PER_SEED_KEYS = (
+    "trainer.default_local_dir",
+    "data.seed",
+    "chord.expert.seed",
+    "chord.prefix.seed",
+    "actor_rollout_ref.rollout.seed",
+    "ray_kwargs.ray_init.runtime_env.env_vars.VERL_FILE_LOGGER_PATH",
+)
 
 
 def preset_methods(conf_dir: Path = CONF_DIR) -> list[str]:
@@ -163,6 +180,28 @@ def stage_overrides(
     return [*soft, *user_overrides, *fixed]
 
 
+def sweep_overrides(
+    stage: Stage,
+    *,
+    seeds: list[int],
+    sweep_dir: Path,
+    save_checkpoint: bool,
+    user_overrides: list[str],
+) -> list[str]:
+    """Hydra overrides of one launch that trains `stage` once per seed: `stage_overrides` without
+    `PER_SEED_KEYS`, then `sweep.seeds=[...]` and `sweep.dir=<sweep_dir>` (seed s writes
+    `<sweep_dir>/seed<s>/`); `hydra.run.dir` is `<sweep_dir>/hydra`."""
+    per_run = stage_overrides(
+        stage,
+        seed=seeds[0],
+        run_dir=sweep_dir,
+        save_checkpoint=save_checkpoint,
+        user_overrides=user_overrides,
+    )
+    kept = [o for o in per_run if override_key(o) not in PER_SEED_KEYS]
+    return [*kept, f"sweep.seeds=[{','.join(str(s) for s in seeds)}]", f"sweep.dir={sweep_dir}"]
+
+
 def trainer_command(python: str, config_name: str, overrides: list[str]) -> list[str]:
     return [python, "-m", "recipe.train.main", "--config-name", config_name, *overrides]
 
@@ -229,6 +268,54 @@ def run_order(methods: list[str], seeds: list[int]) -> list[tuple[int, str]]:
     """(seed, method) pairs, seed-major: every method of the first seed, then of the next, so
     an interrupted comparison has the same number of seeds for every method (give or take one)."""
     return [(seed, method) for seed in seeds for method in methods]
+
+
+def why_not_swept(plan: MethodPlan, num_seeds: int, sweep: bool) -> str | None:
+    """Why `plan` cannot run its seeds as one launch, before its config is read (None: it may,
+    if `recipe.train.sweep.sweep_refusal` accepts the config)."""
+    if num_seeds < 2:
+        return "one seed"
+    if not sweep:
+        return "--no-sweep"
+    if len(plan.stages) > 1:
+        names = " -> ".join(stage.name for stage in plan.stages)
+        return f"{len(plan.stages)} stages ({names}), each from the previous stage's checkpoint of the seed"
+    return None
+
+
+@dataclass(frozen=True)
+class Launch:
+    """One trainer launch of the queue: `method` with `seeds` (several: one sweep launch)."""
+
+    method: str
+    seeds: tuple[int, ...]
+
+    @property
+    def is_sweep(self) -> bool:
+        return len(self.seeds) > 1
+
+
+def launch_order(methods: list[str], seeds: list[int], swept: set[str]) -> list[Launch]:
+    """The launches in `run_order`, where a swept method's runs are one launch of all seeds, at
+    its place among the first seed's runs (method-major for swept methods, seed-major otherwise)."""
+    launches: list[Launch] = []
+    for seed, method in run_order(methods, seeds):
+        if method not in swept:
+            launches.append(Launch(method, (seed,)))
+        elif seed == seeds[0]:
+            launches.append(Launch(method, tuple(seeds)))
+    return launches
+
+
+def seed_walls(origins: list[float | None], launch_end: float) -> list[float]:
+    """Wall seconds of each seed of a sweep launch, from the clock starts of its seeds (in order;
+    None: never started): a seed's clock runs until the next seed's starts, the last started
+    seed's until the launch ended; a seed that never started gets 0."""
+    walls = []
+    for i, origin in enumerate(origins):
+        later = [o for o in origins[i + 1 :] if o is not None]
+        walls.append(0.0 if origin is None else (later[0] if later else launch_end) - origin)
+    return walls
 
 
 def method_run_dir(runs: Path, method: str, seed: int, num_seeds: int) -> Path:

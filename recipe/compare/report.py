@@ -37,7 +37,10 @@ class MethodResult:
     `seed`: the run's `--seed` value (None in a result.json older than `--seeds`); `entropy`:
     mean `actor/entropy` over the same last steps; `step_wall_s`: `[[step, seconds]]`, when
     chord-compare saw each step's record, counted from the method's start (start-up, and for
-    `sft_then_rl` the SFT stage and the hand-off, included).
+    `sft_then_rl` the SFT stage and the hand-off, included). In a sweep launch (several seeds
+    in one trainer process, `chord-compare --sweep`) a seed's start is when the previous seed's
+    last step record was read: the first seed's `wall_s` and `step_wall_s` include the launch's
+    start-up, a later seed's its reset to step 0.
     """
 
     method: str

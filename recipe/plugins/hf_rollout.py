@@ -98,13 +98,22 @@ class HFGenerationServer:
         pad = tokenizer.pad_token_id if tokenizer is not None else None
         self.pad_token_id = pad if pad is not None else self.eos_token_ids[0]
         self.max_model_len = config.prompt_length + config.response_length
-        self.seed = int(config.seed)
         self.ignore_eos = bool(getattr(config, "ignore_eos", False))  # a request may override it
-        # Only for requests that come without their batch row: distinct, not reproducible.
-        self._fallback_seeds = torch.Generator().manual_seed(self.seed + replica_rank)
+        self._seed_streams(int(config.seed))
         self._pending: list[_Request] = []
         self._drain_task: asyncio.Task | None = None
         self._lock = asyncio.Lock()
+
+    def _seed_streams(self, seed: int) -> None:
+        self.seed = seed
+        # Only for requests that come without their batch row: distinct, not reproducible.
+        self._fallback_seeds = torch.Generator().manual_seed(seed + self.replica_rank)
+
+    async def set_seed(self, seed: int) -> None:
+        """Sample as a server started with `rollout.seed=seed` would (a seed sweep's next seed,
+        recipe/train/sweep.py); waits for the batch being generated."""
+        async with self._lock:
+            self._seed_streams(int(seed))
 
     # ------------------------------------------------------------------ generation
     def _max_tokens(self, prompt_len: int, sampling_params: dict) -> int:

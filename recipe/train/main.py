@@ -29,6 +29,7 @@ from recipe.train.config import (
 )
 from recipe.train.hybrid_config import apply_hybrid_settings
 from recipe.train.stops import EXIT_CODE, ChordStop, find_cause
+from recipe.train.sweep import check_sweep, run_sweep, sweep_runs
 
 CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 # Config errors (messages start with the key) are printed in one line, not as a traceback.
@@ -39,6 +40,7 @@ CONFIG_ERROR_PREFIXES = (
     "algorithm.",
     "distillation.",
     "data.",
+    "sweep.",
 )
 
 
@@ -111,7 +113,6 @@ def build_task_runner():
             from recipe.train.trainer import ChordRayTrainer
 
             OmegaConf.resolve(config)
-            chord = load_chord_config(config.get("chord"))
             worker_cls, group_cls = self.add_actor_rollout_worker(config)
             self.add_critic_worker(config)
             self.add_reward_model_resource_pool(config)
@@ -124,28 +125,37 @@ def build_task_runner():
             )
             model_config: HFModelConfig = omega_conf_to_dataclass(config.actor_rollout_ref.model)
             tokenizer, processor = model_config.tokenizer, model_config.processor
-            data = config.data
-            train_dataset = create_rl_dataset(
-                data.train_files, data, tokenizer, processor, is_train=True,
-                max_samples=data.get("train_max_samples", -1),
-            )  # fmt: skip
-            val_dataset = create_rl_dataset(
-                data.val_files, data, tokenizer, processor, is_train=False,
-                max_samples=data.get("val_max_samples", -1),
-            )  # fmt: skip
-            trainer = ChordRayTrainer(
-                config=config,
-                tokenizer=tokenizer,
-                processor=processor,
-                role_worker_mapping=self.role_worker_mapping,
-                resource_pool_manager=self.init_resource_pool_mgr(config),
-                ray_worker_group_cls=group_cls,
-                train_dataset=train_dataset,
-                val_dataset=val_dataset,
-                collate_fn=collate_fn,
-                train_sampler=create_rl_sampler(data, train_dataset),
-                chord=chord,
-            )
+            resource_pool_manager = self.init_resource_pool_mgr(config)
+
+            def build_trainer(cfg: DictConfig) -> ChordRayTrainer:
+                data = cfg.data
+                train_dataset = create_rl_dataset(
+                    data.train_files, data, tokenizer, processor, is_train=True,
+                    max_samples=data.get("train_max_samples", -1),
+                )  # fmt: skip
+                val_dataset = create_rl_dataset(
+                    data.val_files, data, tokenizer, processor, is_train=False,
+                    max_samples=data.get("val_max_samples", -1),
+                )  # fmt: skip
+                return ChordRayTrainer(
+                    config=cfg,
+                    tokenizer=tokenizer,
+                    processor=processor,
+                    role_worker_mapping=self.role_worker_mapping,
+                    resource_pool_manager=resource_pool_manager,
+                    ray_worker_group_cls=group_cls,
+                    train_dataset=train_dataset,
+                    val_dataset=val_dataset,
+                    collate_fn=collate_fn,
+                    train_sampler=create_rl_sampler(data, train_dataset),
+                    chord=load_chord_config(cfg.get("chord")),
+                )
+
+            runs = sweep_runs(config)
+            if runs:
+                run_sweep(config, runs, build_trainer)
+                return
+            trainer = build_trainer(config)
             trainer.init_workers()
             trainer.fit()
 
@@ -161,6 +171,7 @@ def run(config: DictConfig) -> None:
     OmegaConf.resolve(config)  # once, on the driver: `chord:` may interpolate other sections
     chord = prepare_config(config)
     check_resume(config, chord)
+    check_sweep(config)
     run_ppo(config, task_runner_class=build_task_runner())
 
 

@@ -4,7 +4,8 @@ Builds the shifted-expert task and a quickly pre-trained base policy (the smoke 
 pre-training through the config's `shift_task` section), then runs
 `benchmarks/bench_paper_shaped.py` as the README gives it: chord-compare on `shift_tiny` with
 held-out and retention accuracy from chord-eval, two runs at a time (`--jobs 2`, the
-benchmark's default). Also the real-trainer check of `--seeds`: per-seed run directories,
+benchmark's default). Also the real-trainer check of `--seeds`: both seeds in one launch
+(`--sweep`), per-seed run directories,
 the mean ± std report and its per-seed JSON, time-to-reward and the claims table. (More
 methods through chord-compare on the real trainer: tests/integration/test_compare_cpu.py.)
 """
@@ -60,7 +61,11 @@ def test_paper_shaped_benchmark_two_steps(tmp_path):
         assert set(result["eval_acc"]) == {"val", "retention"}, name  # held-out and second skill
         assert len(result["step_wall_s"]) == 2, name
         run = out / "runs" / name / f"seed{seed}"
-        assert f"data.seed={seed}" in (run / "train.log").read_text().splitlines()[0], run
+        assert (run / "checkpoints" / "global_step_2").is_dir(), run  # each seed's own checkpoint
+    # both seeds in one launch (chord-compare --sweep, the default): one log, one start-up
+    launch = (out / "runs" / "grpo" / "train.log").read_text()
+    assert "sweep.seeds=[0,1]" in launch.splitlines()[0] and "sweep seed 1 (2 of 2)" in launch
+    assert report["config"]["sweep"] is True
     for method, summary in report["summary"].items():
         per_seed = summary["final_reward"]["per_seed"]
         assert list(per_seed) == ["0", "1"], method

@@ -18,30 +18,41 @@ from omegaconf import OmegaConf
 
 import recipe.compare.cli as compare
 from recipe.compare.cli import MetricsFollower, Progress, main
+from recipe.compare.plan import PER_SEED_KEYS, plan_method
 
 FAKE_TRAINER = textwrap.dedent(
     """
     import json, os, sys, time
     args = dict(a.lstrip("+").split("=", 1) for a in sys.argv[1:] if "=" in a)
     steps = int(args["trainer.total_training_steps"])
-    metrics = args["ray_kwargs.ray_init.runtime_env.env_vars.VERL_FILE_LOGGER_PATH"]
-    os.makedirs(os.path.dirname(metrics), exist_ok=True)
-    with open(os.path.join(os.path.dirname(metrics), "argv.json"), "w") as f:
+    if "sweep.seeds" in args:  # one launch of every seed, in recipe/train/sweep.py's layout
+        top = args["sweep.dir"]
+        runs = [(s, os.path.join(top, f"seed{s}", "metrics.jsonl")) for s in json.loads(args["sweep.seeds"])]
+    else:
+        metrics = args["ray_kwargs.ray_init.runtime_env.env_vars.VERL_FILE_LOGGER_PATH"]
+        top = os.path.dirname(metrics)
+        runs = [(int(args["data.seed"]), metrics)]
+    os.makedirs(top, exist_ok=True)
+    with open(os.path.join(top, "argv.json"), "w") as f:
         json.dump(sys.argv[1:], f)
-    started = time.time()
+    time.sleep(float(os.environ.get("FAKE_START_S", "0")))  # Ray and the workers starting
     mu = {"sft": 1.0, "grpo": 0.0}.get(args["method"], 0.5)
-    with open(metrics, "w") as f:
-        for step in range(1, steps + 1):
-            reward = step / 10 + int(args["data.seed"]) / 100
-            data = {"critic/score/mean": reward, "chord/mu": mu, "actor/entropy": 1.0 / step,
-                    "response_length/mean": 3.0, "timing_s/step": 0.01}
-            f.write(json.dumps({"step": step, "data": data}) + "\\n")
-            f.flush()
-            if args["method"] == os.environ.get("FAKE_FAIL_METHOD"):
-                sys.exit(3)
-            time.sleep(float(os.environ.get("FAKE_STEP_S", "0")))
-    with open(os.path.join(os.path.dirname(metrics), "span.json"), "w") as f:
-        json.dump([started, time.time()], f)
+    for seed, metrics in runs:
+        os.makedirs(os.path.dirname(metrics), exist_ok=True)
+        started = time.time()
+        with open(metrics, "w") as f:
+            for step in range(1, steps + 1):
+                reward = step / 10 + seed / 100
+                data = {"critic/score/mean": reward, "chord/mu": mu, "actor/entropy": 1.0 / step,
+                        "response_length/mean": 3.0, "timing_s/step": 0.01}
+                f.write(json.dumps({"step": step, "data": data}) + "\\n")
+                f.flush()
+                fail_seed = os.environ.get("FAKE_FAIL_SEED", str(seed))  # default: the first seed run
+                if args["method"] == os.environ.get("FAKE_FAIL_METHOD") and str(seed) == fail_seed:
+                    sys.exit(3)
+                time.sleep(float(os.environ.get("FAKE_STEP_S", "0")))
+        with open(os.path.join(os.path.dirname(metrics), "span.json"), "w") as f:
+            json.dump([started, time.time()], f)
     """
 )
 
@@ -58,10 +69,10 @@ def fake_trainer(tmp_path, monkeypatch):
         {
             "chord": {"variant": "chord_phi", "expert": {"files": ["e.parquet"], "rows_per_step": 32}},
             "data": {"train_batch_size": 16, "val_files": ["val.parquet"], "max_response_length": 8},
-            "trainer": {"n_gpus_per_node": 2, "nnodes": 1},
+            "trainer": {"n_gpus_per_node": 2, "nnodes": 1, "resume_mode": "disable"},
             "actor_rollout_ref": {
                 "model": {"path": "assets/base_model"},
-                "rollout": {"n": 4},
+                "rollout": {"n": 4, "name": "hf"},
                 "actor": {
                     "ppo_mini_batch_size": 4,
                     "ppo_micro_batch_size_per_gpu": 12,
@@ -72,8 +83,11 @@ def fake_trainer(tmp_path, monkeypatch):
     )
 
     def fake_compose(name, overrides):
-        method = next((o.split("=", 1)[1] for o in overrides if o.startswith("method=")), "chord_mu")
-        return OmegaConf.merge(cfg, {"chord": {"variant": method}})
+        values = dict(o.split("=", 1) for o in overrides if "=" in o)
+        rollout = {"rollout": {"name": values.get("actor_rollout_ref.rollout.name", "hf")}}
+        return OmegaConf.merge(
+            cfg, {"chord": {"variant": values.get("method", "chord_mu")}, "actor_rollout_ref": rollout}
+        )
 
     monkeypatch.setattr(compare, "compose_config", fake_compose)
     handoffs = []
@@ -146,10 +160,11 @@ def test_a_failed_method_is_reported_and_the_others_still_run(fake_trainer, tmp_
 def test_seeds_run_seed_major_in_per_seed_dirs_and_report_mean_std(fake_trainer, tmp_path, capsys):
     out = tmp_path / "cmp"
     argv = _args(out, "--methods", "grpo,chord_phi", "--steps", "4", "--last-k", "2", "--seed", "3",
-                 "--seeds", "2", "--smooth", "2")  # fmt: skip
+                 "--no-sweep", "--seeds", "2", "--smooth", "2")  # fmt: skip
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "2 methods x 4 steps x 2 seeds (16 steps)" in printed
+    assert "--no-sweep: one launch per (method, seed)" in printed
     order = [printed.index(f"[{i}/4 {m} seed {s}] step 1/4") for i, (s, m) in
              enumerate([(3, "grpo"), (3, "chord_phi"), (4, "grpo"), (4, "chord_phi")], 1)]  # fmt: skip
     assert order == sorted(order)  # seed-major
@@ -161,7 +176,7 @@ def test_seeds_run_seed_major_in_per_seed_dirs_and_report_mean_std(fake_trainer,
             assert (out / "runs" / method / f"seed{seed}" / "result.json").is_file()
 
     report = json.loads((out / "compare.json").read_text())
-    assert report["config"]["seeds"] == [3, 4]
+    assert report["config"]["seeds"] == [3, 4] and report["config"]["sweep"] is False
     assert [(m["method"], m["seed"]) for m in report["methods"]] == [
         ("grpo", 3), ("chord_phi", 3), ("grpo", 4), ("chord_phi", 4),
     ]  # fmt: skip
@@ -193,6 +208,102 @@ def test_seeds_run_seed_major_in_per_seed_dirs_and_report_mean_std(fake_trainer,
         capsys.readouterr().err
     )
     assert (out / "runs" / "grpo" / "seed3" / "result.json").is_file()
+
+
+def test_seeds_of_a_one_stage_method_run_as_one_sweep_launch(fake_trainer, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("FAKE_START_S", "1.0")  # every launch's start-up, before its first step
+    out = tmp_path / "cmp"
+    argv = _args(out, "--methods", "grpo,sft_then_rl,chord_phi", "--steps", "4", "--last-k", "2",
+                 "--seed", "3", "--seeds", "2", "trainer.logger=[console]")  # fmt: skip
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "sft_then_rl: a launch per seed, not one for all seeds: 2 stages (sft -> rl)" in printed
+    # one launch per swept method at its place among the first seed's runs, then the second seed's
+    starts = [
+        "[1/4 grpo seeds 3..4] start: one launch of 2 seeds x 4 steps of method=grpo",
+        "[2/4 sft_then_rl:sft seed 3] start",
+        "[3/4 chord_phi seeds 3..4] start",
+        "[4/4 sft_then_rl:sft seed 4] start",
+    ]
+    assert [printed.index(line) for line in starts] == sorted(printed.index(line) for line in starts)
+    assert "[1/4 grpo seed 4] step 4/4  reward 0.440" in printed  # every seed's file is followed
+    assert "all 24/24 (100%)" in printed
+
+    grpo = out / "runs" / "grpo"
+    launch_argv = json.loads((grpo / "argv.json").read_text())
+    assert "sweep.seeds=[3,4]" in launch_argv and f"sweep.dir={grpo}" in launch_argv
+    assert f"hydra.run.dir={grpo / 'hydra'}" in launch_argv and "trainer.logger=[console]" in launch_argv
+    assert not any(a.split("=")[0].lstrip("+") in PER_SEED_KEYS for a in launch_argv)
+    assert (grpo / "train.log").read_text().startswith("+ ") and not (grpo / "seed3" / "train.log").exists()
+    assert "data.seed=4" in json.loads(
+        (out / "runs" / "sft_then_rl" / "seed4" / "rl" / "argv.json").read_text()
+    )
+
+    report = json.loads((out / "compare.json").read_text())
+    assert report["config"]["sweep"] is True
+    methods = ["grpo", "sft_then_rl", "chord_phi"]  # the report stays seed-major
+    assert [(m["method"], m["seed"]) for m in report["methods"]] == [(m, s) for s in (3, 4) for m in methods]
+    results = {(m["method"], m["seed"]): m for m in report["methods"]}
+    assert all(m["status"] == "ok" for m in results.values())
+    assert report["summary"]["grpo"]["final_reward"]["per_seed"] == {
+        "3": pytest.approx(0.38),
+        "4": pytest.approx(0.39),
+    }
+    for seed in (3, 4):
+        assert results[("grpo", seed)]["run_dirs"] == [str(grpo / f"seed{seed}")]
+        assert (grpo / f"seed{seed}" / "result.json").is_file()
+    # seed 3's clock starts with the launch (start-up included), seed 4's at seed 3's last step
+    first, second = results[("grpo", 3)], results[("grpo", 4)]
+    assert first["step_wall_s"][0][1] >= 1.0 > second["step_wall_s"][0][1]
+    assert [w[0] for w in second["step_wall_s"]] == [1, 2, 3, 4]
+    assert first["wall_s"] >= 1.0 > second["wall_s"]
+
+    (out / "compare.md").unlink()
+    assert main([*argv, "--report-only"]) == 0  # reads the per-seed result.json files as before
+    assert "| `grpo` | 2 | 0.385 ± 0.007 |" in (out / "compare.md").read_text()
+
+
+def test_which_methods_are_swept(fake_trainer, tmp_path, capsys):
+    def swept(*argv: str) -> list[str]:
+        args, overrides = compare.build_parser().parse_known_args(_args(tmp_path, *argv))
+        comparison = compare.Comparison(args, overrides, "chord-compare")
+        comparison.plans = [plan_method(m, args.steps) for m in args.methods.split(",")]
+        return sorted(comparison.plan_sweeps())
+
+    methods = ("--methods", "grpo,sft_then_rl,uft,chord_phi", "--seeds")
+    assert swept(*methods, "2") == ["chord_phi", "grpo"]
+    assert "sft_then_rl: a launch per seed, not one for all seeds: 2 stages" in capsys.readouterr().out
+    assert swept(*methods, "1") == []
+    assert swept(*methods, "2", "--no-sweep") == []
+    assert swept(*methods, "2", "actor_rollout_ref.rollout.name=vllm") == []
+    assert (
+        "grpo: a launch per seed, not one for all seeds: sweep.seeds: actor_rollout_ref.rollout.name='vllm'"
+        in (capsys.readouterr().out)
+    )
+    assert main(_args(tmp_path / "bad", "sweep.seeds=[0,1]")) == 2
+    assert "sweep.seeds: set by chord-compare for every method; use --seeds" in capsys.readouterr().err
+
+
+def test_a_failed_sweep_keeps_the_seeds_it_finished(fake_trainer, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("FAKE_FAIL_METHOD", "grpo")
+    monkeypatch.setenv("FAKE_FAIL_SEED", "1")  # the launch exits during seed 1's first step
+    out = tmp_path / "cmp"
+    assert main(_args(out, "--methods", "grpo,chord_phi", "--steps", "3", "--seeds", "3")) == 1
+    printed = capsys.readouterr().out
+    assert "[1/2 grpo seeds 0..2] FAILED (exit 3)" in printed
+    log = out / "runs" / "grpo" / "train.log"
+    results = {(m["method"], m["seed"]): m for m in json.loads((out / "compare.json").read_text())["methods"]}
+    assert results[("grpo", 0)]["status"] == "ok" and results[("grpo", 0)]["error"] is None
+    assert results[("grpo", 1)]["status"] == "failed" and results[("grpo", 1)]["steps"] == 1
+    assert results[("grpo", 1)]["error"] == (
+        f"the sweep launch of seeds [0, 1, 2] exited with 3 after 1 of 3 steps of this seed; see {log}"
+    )
+    never = results[("grpo", 2)]
+    assert never["status"] == "failed" and f"after 0 of 3 steps of this seed; see {log}" in never["error"]
+    assert never["wall_s"] == 0.0 and never["step_wall_s"] == []
+    assert (out / "runs" / "grpo" / "seed2" / "result.json").is_file()
+    assert all(results[("chord_phi", s)]["status"] == "ok" for s in (0, 1, 2))  # the next launch ran
+    assert "| `grpo` | 1/3 ok | 0.200 ± - |" in (out / "compare.md").read_text()  # seed 0 alone
 
 
 def test_eval_scores_the_starting_policy_as_the_base_row(fake_trainer, tmp_path, monkeypatch, capsys):

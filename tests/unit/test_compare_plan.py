@@ -8,20 +8,27 @@ import pytest
 from omegaconf import OmegaConf
 
 from recipe.compare.plan import (
+    PER_SEED_KEYS,
     SFT_THEN_RL,
+    Launch,
     Stage,
     check_no_seed_runs_lost,
     check_user_overrides,
+    launch_order,
     method_run_dir,
     micro_batch_override,
+    override_key,
     parse_methods,
     plan_method,
     preset_methods,
     run_order,
     seed_values,
+    seed_walls,
     split_steps,
     stage_overrides,
+    sweep_overrides,
     trainer_command,
+    why_not_swept,
 )
 
 
@@ -100,6 +107,54 @@ def test_stage_overrides_put_user_values_between_defaults_and_fixed_keys():
     assert trainer_command("py", "cpu_tiny", ["a=1"]) == [
         "py", "-m", "recipe.train.main", "--config-name", "cpu_tiny", "a=1",
     ]  # fmt: skip
+
+
+def test_sweep_overrides_leave_the_per_seed_keys_to_chord_train():
+    user = ["trainer.test_freq=5", "data.train_batch_size=8", "+actor_rollout_ref.model.foo=1"]
+    stage, folder = Stage("train", "grpo", 4), Path("/runs/grpo")
+    kwargs = {"save_checkpoint": True, "user_overrides": user}
+    one_seed = stage_overrides(stage, seed=0, run_dir=folder, **kwargs)
+    overrides = sweep_overrides(stage, seeds=[3, 4, 5], sweep_dir=folder, **kwargs)
+    assert not [o for o in overrides if override_key(o) in PER_SEED_KEYS]
+    assert overrides[-2:] == ["sweep.seeds=[3,4,5]", "sweep.dir=/runs/grpo"]
+    assert "hydra.run.dir=/runs/grpo/hydra" in overrides
+    # everything else as a launch of one seed, in the same order (the user's values in theirs)
+    assert overrides[:-2] == [o for o in one_seed if override_key(o) not in PER_SEED_KEYS]
+    assert [o for o in overrides if o in user] == user
+    assert overrides.index("trainer.test_freq=-1") < overrides.index("trainer.test_freq=5")
+    for expected in ("method=grpo", "trainer.total_training_steps=4", "trainer.resume_mode=disable",
+                     "trainer.save_freq=4"):  # fmt: skip
+        assert expected in overrides
+    with pytest.raises(ValueError, match="sweep.dir: .* use --out"):
+        check_user_overrides(["sweep.dir=/elsewhere"])
+
+
+def test_a_method_is_swept_with_several_seeds_one_stage_and_without_no_sweep():
+    grpo, two_stages = plan_method("grpo", 4), plan_method(SFT_THEN_RL, 4)
+    assert why_not_swept(grpo, 3, sweep=True) is None
+    assert why_not_swept(grpo, 1, sweep=True) == "one seed"
+    assert why_not_swept(grpo, 3, sweep=False) == "--no-sweep"
+    assert why_not_swept(two_stages, 3, sweep=True).startswith("2 stages (sft -> rl)")
+
+
+def test_launch_order_runs_a_swept_method_once_at_its_first_seed():
+    methods, seeds = ["grpo", SFT_THEN_RL, "uft", "chord_phi"], [0, 1]
+    assert launch_order(methods, seeds, {"grpo", "chord_phi"}) == [
+        Launch("grpo", (0, 1)), Launch(SFT_THEN_RL, (0,)), Launch("uft", (0,)),
+        Launch("chord_phi", (0, 1)), Launch(SFT_THEN_RL, (1,)), Launch("uft", (1,)),
+    ]  # fmt: skip
+    assert launch_order(methods, seeds, set()) == [Launch(m, (s,)) for s, m in run_order(methods, seeds)]
+    assert launch_order(["grpo"], [7], set()) == [Launch("grpo", (7,))]
+    assert Launch("grpo", (0, 1)).is_sweep and not Launch("grpo", (0,)).is_sweep
+
+
+def test_seed_walls_split_a_sweep_launch_at_each_seed_start():
+    # launch 0..100 s: seed 0 from the start (start-up included) to seed 1's start at 40 s, seed 1
+    # (its reset included) to 70 s, seed 2 to the launch's end
+    assert seed_walls([0.0, 40.0, 70.0], 100.0) == [40.0, 30.0, 30.0]
+    # the launch failed during seed 1: seed 2 never started
+    assert seed_walls([0.0, 40.0, None], 55.0) == [40.0, 15.0, 0.0]
+    assert seed_walls([5.0], 9.0) == [4.0]
 
 
 def test_user_overrides_may_not_set_what_the_comparison_fixes():
