@@ -5,7 +5,8 @@ Configs come from `conf/` (hydra), layered on verl's own `ppo_trainer` through
 and are validated here, before Ray starts.
 
 verl's task runner is reused: `BaseTaskRunner` wires roles and resource pools, our runner only
-swaps in `ChordActorRolloutRefWorker` and `ChordRayTrainer`.
+swaps in `ChordActorRolloutRefWorker` and `ChordRayTrainer`, and with `sweep.seeds` trains one
+trainer per seed on the same workers (`recipe.train.sweep`).
 """
 
 from __future__ import annotations
