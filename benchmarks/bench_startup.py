@@ -20,6 +20,9 @@ Variants (hydra overrides) alternate run by run, so load from other jobs hits ea
     python benchmarks/bench_startup.py --repeats 3
     python benchmarks/bench_startup.py --variant base= \\
         --variant tp2=actor_rollout_ref.rollout.tensor_model_parallel_size=2
+
+With `--steps N` (default 1) each run trains N steps and the report adds what a variant costs
+once running: the median over steps after `--warmup` of `timing_s/step` and `timing_s/gen`.
 """
 
 from __future__ import annotations
@@ -46,12 +49,24 @@ def phases(run: dict) -> dict[str, float]:
     return {p: marks[i + 1] - marks[i] for i, p in enumerate(PHASES)}
 
 
+def step_summary(runs: list[dict], key: str, warmup: int) -> str:
+    """Median of `key` over every measured step of the runs, and the range of the run medians."""
+    per_run = [[s[key] for s in r["steps"][warmup:]] for r in runs]
+    medians = [statistics.median(v) for v in per_run]
+    pooled = statistics.median(x for v in per_run for x in v)
+    return f"{pooled:.2f} ({min(medians):.2f}-{max(medians):.2f})"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--variant", action="append", help="name=override[,override...] (default: base=)")
     parser.add_argument("--workdir", default=None, help="default: a temporary folder")
+    parser.add_argument("--steps", type=int, default=1, help="training steps per run")
+    parser.add_argument("--warmup", type=int, default=2, help="steps left out of the step medians")
     args = parser.parse_args()
+    if args.steps > 1 and args.steps <= args.warmup:
+        parser.error("--steps must exceed --warmup to measure steps")
     variants = {}
     for spec in args.variant or ["base="]:
         name, _, overrides = spec.partition("=")
@@ -69,12 +84,20 @@ def main() -> None:
         for name in names if rep % 2 == 0 else names[::-1]:
             # the preset as users run it: chord_mu, validation before training
             run = run_case(
-                "cpu_tiny", workdir, f"{name}_{rep}", 1, variants[name], detail=True, validate=True
+                "cpu_tiny", workdir, f"{name}_{rep}", args.steps, variants[name], detail=True, validate=True
             )
             run["phases"] = phases(run)
             results[name].append(run)
+            measured = run["steps"][args.warmup :] if args.steps > 1 else []
+            step_note = (
+                f"step {statistics.median(s['step'] for s in measured):.2f} s "
+                f"(gen {statistics.median(s['gen'] for s in measured):.2f} s), "
+                if measured
+                else ""
+            )
             print(
-                f"{name}_{rep}: start-up {run['startup_s']:.1f} s, CPU {run['startup_cpu_s']:.1f} s, "
+                f"{name}_{rep}: start-up {run['startup_s']:.1f} s, {step_note}"
+                f"CPU {run['startup_cpu_s']:.1f} s, "
                 f"load {run['load_before'][0]:.1f}; CPU s by process: "
                 + ", ".join(f"{k} {v:.1f}" for k, v in run["startup_cpu_by_process"].items() if v >= 0.5),
                 flush=True,
@@ -84,16 +107,20 @@ def main() -> None:
     print(
         f"\nload average (1 min) {min(loads):.1f}-{max(loads):.1f} (median {statistics.median(loads):.1f})\n"
     )
+    step_cols = args.steps > 1
     print(
         "| variant | runs | start-up s: median (min-max) | CPU s: median (min-max) | "
         + " | ".join(PHASES)
+        + (" | step s: median (run medians) | gen s: median (run medians)" if step_cols else "")
         + " |"
     )
-    print("|---|---|---|---|" + "---|" * len(PHASES))
+    print("|---|---|---|---|" + "---|" * (len(PHASES) + 2 * step_cols))
     for name, runs in results.items():
         startup = [r["startup_s"] for r in runs]
         cpu = [r["startup_cpu_s"] for r in runs]
         cells = " | ".join(f"{statistics.median(r['phases'][p] for r in runs):.1f}" for p in PHASES)
+        if step_cols:
+            cells += "".join(f" | {step_summary(runs, key, args.warmup)}" for key in ("step", "gen"))
         print(
             f"| {name} | {len(runs)} | {statistics.median(startup):.1f} "
             f"({min(startup):.1f}-{max(startup):.1f}) | {statistics.median(cpu):.1f} "

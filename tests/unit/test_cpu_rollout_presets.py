@@ -11,10 +11,10 @@ from hydra.core.global_hydra import GlobalHydra
 CONF = Path(__file__).resolve().parents[2] / "conf"
 
 
-def _compose(*overrides: str):
+def _compose(*overrides: str, config_name: str = "cpu_tiny"):
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF), version_base=None):
-        return compose(config_name="cpu_tiny", overrides=list(overrides))
+        return compose(config_name=config_name, overrides=list(overrides))
 
 
 def test_hf_is_the_default_and_keeps_verls_vllm_settings_untouched():
@@ -24,6 +24,27 @@ def test_hf_is_the_default_and_keeps_verls_vllm_settings_untouched():
     assert dict(rollout.engine_kwargs.vllm) == {}
     assert "VLLM_CPU_OMP_THREADS_BIND" not in cfg.ray_kwargs.ray_init.runtime_env.env_vars
     assert cfg.chord.variant == "chord_mu"  # the method override still applies
+
+
+@pytest.mark.parametrize(
+    ("config_name", "overrides", "ranks"),
+    [
+        ("cpu_tiny", [], 2),
+        ("shift_tiny", [], 1),
+        ("cpu_tiny", ["trainer.n_gpus_per_node=4", "ray_kwargs.ray_init.num_gpus=4"], 4),
+    ],
+)
+def test_hf_runs_one_server_for_all_of_the_nodes_ranks(config_name, overrides, ranks):
+    # verl makes (ranks / tensor_model_parallel_size) rollout replicas: one hf server per node
+    cfg = _compose(*overrides, config_name=config_name)
+    rollout = cfg.actor_rollout_ref.rollout
+    assert cfg.trainer.n_gpus_per_node == ranks
+    assert rollout.name == "hf" and rollout.tensor_model_parallel_size == ranks
+
+
+def test_vllm_keeps_a_replica_per_rank():
+    cfg = _compose("cpu_rollout=vllm")
+    assert cfg.actor_rollout_ref.rollout.tensor_model_parallel_size == 1
 
 
 @pytest.mark.parametrize("method", ["chord_phi", "grpo"])
