@@ -19,17 +19,39 @@ from recipe.eval.generate import Completion, SamplingConfig, stop_token_ids
 
 
 class GumbelSampler:
-    """Logits processor: `scores + Gumbel(0, 1)` noise (finite entries only), drawn from
-    `generator`, or, given one generator per row, row i's from `generator[i]` alone (a row's
-    sample then does not depend on the other rows of its batch: the hf rollout's use)."""
+    """Logits processor: `log_softmax(scores) + Gumbel(0, 1)` noise (finite entries only), drawn
+    from `generator`, or, given one generator per row, row i's from `generator[i]` alone (a row's
+    sample then does not depend on the other rows of its batch: the hf rollout's use).
 
-    def __init__(self, generator: Any) -> None:
+    With `keep_log_probs`, it also keeps the log-probability of each sampled token under the
+    distribution it sampled from, i.e. after every processor before it (penalties, temperature,
+    top-k, top-p; vLLM's `processed_logprobs`): `sampled_log_probs(sequences)` after generation."""
+
+    def __init__(self, generator: Any, keep_log_probs: bool = False) -> None:
         self.generator = generator
+        self.keep_log_probs = keep_log_probs
+        self._kept: list[Any] = []  # [B, 1] per step whose token is known
+        self._pending: Any = None  # [B, V] of the last step: its token comes with the next call
+
+    def sampled_log_probs(self, sequences: Any) -> Any:
+        """``[B, steps]`` log-probs of the sampled tokens; `sequences` ends with the last one."""
+        import torch
+
+        if not self.keep_log_probs:
+            raise ValueError("GumbelSampler(keep_log_probs=False) keeps no log-probs")
+        kept = list(self._kept)
+        if self._pending is not None:
+            kept.append(self._pending.gather(-1, sequences[:, -1:]))
+        return torch.cat(kept, dim=1) if kept else torch.zeros(sequences.shape[0], 0)
 
     def __call__(self, input_ids: Any, scores: Any) -> Any:
         import torch
 
-        scores = scores.float()
+        log_probs = torch.log_softmax(scores.float(), dim=-1)
+        if self.keep_log_probs:
+            if self._pending is not None:  # input_ids now end with the previous step's token
+                self._kept.append(self._pending.gather(-1, input_ids[:, -1:]))
+            self._pending = log_probs
         if isinstance(self.generator, (list, tuple)):
             if len(self.generator) != scores.shape[0]:
                 raise ValueError(f"{len(self.generator)} generators for {scores.shape[0]} rows")
@@ -37,10 +59,10 @@ class GumbelSampler:
                 [torch.rand(scores.shape[-1], generator=g, device=scores.device) for g in self.generator]
             )
         else:
-            uniform = torch.rand(scores.shape, generator=self.generator, device=scores.device)
+            uniform = torch.rand(log_probs.shape, generator=self.generator, device=scores.device)
         tiny = torch.finfo(torch.float32).tiny
         gumbel = -torch.log(-torch.log(uniform.clamp(min=tiny, max=1.0 - 1e-7)))
-        return torch.log_softmax(scores, dim=-1) + gumbel
+        return log_probs + gumbel
 
 
 def _resolve_dtype(dtype: str, device: str) -> Any:

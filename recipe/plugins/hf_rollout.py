@@ -14,7 +14,10 @@ provides both for Hugging Face models:
   when it arrives, so a rerun or a resumed run draws the same rollouts (up to floating-point
   ties). Without it, requests get distinct seeds from the server's own seeded stream.
   `rollout.ignore_eos` (or a request's `ignore_eos`) works as in verl's vLLM server: EOS is
-  sampled like any token and generation goes on to the length cap.
+  sampled like any token and generation goes on to the length cap. Log-probs (`logprobs` in
+  the request, e.g. `rollout.calculate_log_probs`) are those of the distribution each token was
+  drawn from, after penalties, temperature, top-k and top-p, as verl's vLLM server returns them
+  (`rollout.logprobs_mode: processed_logprobs`).
 - `HFServerAdapter` runs inside every FSDP rank; all ranks drain the weight generator (gathering
   a full tensor is a collective) and rank 0 of the replica ships the state dict to the server.
 - `HFReplica` starts the server; it is registered under "hf" in `RolloutReplicaRegistry`.
@@ -200,14 +203,19 @@ class HFGenerationServer:
             attention_mask[i, width - len(r.prompt_ids) :] = 1
         do_sample = temperature > 0
         processors = LogitsProcessorList()
+        sampler = None
         if do_sample:  # transformers' own warpers, then the noise
             processors.append(TemperatureLogitsWarper(temperature))
             if top_k > 0:
                 processors.append(TopKLogitsWarper(top_k))
             if top_p < 1.0:
                 processors.append(TopPLogitsWarper(top_p))
-            # Gumbel-max with one stream per row (recipe/eval/hf.py): greedy decoding then samples
-            processors.append(GumbelSampler([torch.Generator().manual_seed(r.seed) for r in reqs]))
+            # Gumbel-max with one stream per row (recipe/eval/hf.py): greedy decoding then samples;
+            # it keeps the sampled tokens' log-probs under the processed distribution
+            sampler = GumbelSampler(
+                [torch.Generator().manual_seed(r.seed) for r in reqs], keep_log_probs=want_logprobs
+            )
+            processors.append(sampler)
         # What the request asks for, explicitly (a checkpoint's defaults, e.g. a repetition penalty,
         # would otherwise apply); transformers runs its penalty before the processors above.
         generation_config = GenerationConfig(
@@ -218,7 +226,7 @@ class HFGenerationServer:
             eos_token_id=[] if ignore_eos else self.eos_token_ids,
             pad_token_id=self.pad_token_id,
             return_dict_in_generate=True,
-            output_logits=want_logprobs,
+            output_scores=want_logprobs and not do_sample,  # greedy: the penalised logits
         )
         out = self.model.generate(
             input_ids=input_ids,
@@ -227,12 +235,14 @@ class HFGenerationServer:
             logits_processor=processors,
         )
         new_tokens = out.sequences[:, width:]
+        # Log-probs as verl's vLLM rollout returns them (`logprobs_mode: processed_logprobs`): of
+        # the distribution each token was drawn from, after penalties, temperature, top-k, top-p.
         logprobs = None
-        if want_logprobs:
-            logits = torch.stack(out.logits, dim=1).float()
-            if do_sample:
-                logits = logits / temperature
-            logprobs = torch.log_softmax(logits, dim=-1).gather(-1, new_tokens.unsqueeze(-1)).squeeze(-1)
+        if want_logprobs and sampler is not None:
+            logprobs = sampler.sampled_log_probs(out.sequences)
+        elif want_logprobs:
+            scores = torch.log_softmax(torch.stack(out.scores, dim=1).float(), dim=-1)
+            logprobs = scores.gather(-1, new_tokens.unsqueeze(-1)).squeeze(-1)
         results = []
         eos = set() if ignore_eos else set(self.eos_token_ids)
         for i in range(len(reqs)):

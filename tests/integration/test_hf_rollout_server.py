@@ -179,3 +179,52 @@ def test_ignore_eos_samples_on_to_the_length_cap_as_vllm_does(tiny_model_dir, ti
     # a request may switch it off again on a server configured with it
     back = asyncio.run(_generate_all(configured, prompts, {**params, "ignore_eos": False}, ids))
     assert [o.token_ids for o in back] == [o.token_ids for o in plain]
+
+
+def _hand_log_probs(model, prompt: list[int], tokens: list[int], temperature: float, top_k: int | None):
+    """log p(token) of each sampled token, from one forward of prompt + tokens: logits / T, then
+    only the top_k largest kept (by hand), renormalised."""
+    with torch.no_grad():
+        logits = model(torch.tensor([prompt + tokens])).logits[0, len(prompt) - 1 : -1].float()
+    logits = logits / temperature
+    if top_k is not None:
+        kth = logits.topk(top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    return torch.log_softmax(logits, dim=-1).gather(-1, torch.tensor(tokens)[:, None]).squeeze(-1)
+
+
+def test_log_probs_are_those_of_the_distribution_sampled_from(tiny_model_dir, tiny_tokenizer):
+    """As verl's vLLM rollout (`processed_logprobs`): after temperature and top-k / top-p."""
+    server = _server(tiny_model_dir, tiny_tokenizer)
+    prompts = [_prompt(tiny_tokenizer, q) for q in ("1+2=", "13+30=", "7+8=", "1+2=")]
+    ids = [f"det-{row}" for row in range(len(prompts))]
+    for temperature, top_k in ((0.7, 3), (1.3, 2), (1.0, None)):
+        params = {"temperature": temperature, "top_k": top_k or -1, "logprobs": True}
+        outputs = asyncio.run(_generate_all(server, prompts, params, ids))
+        for prompt, out in zip(prompts, outputs, strict=True):
+            expected = _hand_log_probs(server.model, prompt, out.token_ids, temperature, top_k)
+            assert out.log_probs == pytest.approx(expected.tolist(), abs=1e-4), (temperature, top_k)
+    # top-p renormalises over the kept tokens: every sampled token is likelier than unfiltered
+    params = {"temperature": 1.0, "top_p": 0.5, "logprobs": True}
+    for prompt, out in zip(prompts, asyncio.run(_generate_all(server, prompts, params, ids)), strict=True):
+        unfiltered = _hand_log_probs(server.model, prompt, out.token_ids, 1.0, None)
+        assert all(a >= b - 1e-5 for a, b in zip(out.log_probs, unfiltered.tolist(), strict=True))
+        assert any(a > b + 1e-3 for a, b in zip(out.log_probs, unfiltered.tolist(), strict=True))
+    # greedy: the model's own distribution
+    greedy = asyncio.run(_generate_all(server, prompts[:1], {"temperature": 0.0, "logprobs": True}))[0]
+    expected = _hand_log_probs(server.model, prompts[0], greedy.token_ids, 1.0, None)
+    assert greedy.log_probs == pytest.approx(expected.tolist(), abs=1e-4)
+
+
+def test_gumbel_sampler_keeps_the_sampled_tokens_log_probs():
+    scores = [torch.tensor([[0.0, 1.0, 2.0], [2.0, 0.0, float("-inf")]]) for _ in range(3)]
+    sampler = GumbelSampler([torch.Generator().manual_seed(s) for s in (0, 1)], keep_log_probs=True)
+    sequence = torch.tensor([[5], [5]])  # the prompt's last token
+    for step_scores in scores:
+        token = sampler(sequence, step_scores.clone()).argmax(-1, keepdim=True)
+        sequence = torch.cat([sequence, token], dim=1)
+    kept = sampler.sampled_log_probs(sequence)
+    expected = torch.log_softmax(scores[0], -1).gather(-1, sequence[:, 1:])
+    assert torch.allclose(kept, expected)
+    with pytest.raises(ValueError, match="keeps no log-probs"):
+        GumbelSampler(torch.Generator()).sampled_log_probs(sequence)
