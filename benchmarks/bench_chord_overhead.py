@@ -21,7 +21,10 @@ both 4 mini-batches (optimizer steps) per step on 2 FSDP2 ranks (gloo). Per step
   train_mini_batch - loss - normaliser; "dispatch" = update_actor - merge - train_mini_batch
   (verl's no-padding conversion, Ray transfers, metric gathering).
 - `chord/update_tokens`: the real (unpadded) prompt + response tokens the update runs on.
-  "Equal tokens" compares update seconds per 1,000 such tokens.
+  "Equal tokens" compares update seconds per 1,000 such tokens. `actor/tokens/train_mini_batch_padded`:
+  the tokens rank 0's forward passes ran on (rows x longest row of each micro-batch: verl pads
+  every micro-batch with `use_remove_padding=false`, the CPU preset); "equal forward tokens"
+  compares rank 0's CPU seconds per 1,000 of those.
 - peak RSS of the actor ranks (`actor/perf/max_memory_allocated_gb`: ru_maxrss on the CPU
   platform), and the machine's load average (`os.getloadavg()`) before and after every run.
 - start-up: seconds from launching the process to the start of step 1 (the first metrics line,
@@ -76,6 +79,7 @@ FIELDS = {
     "mini_batches": "actor/timing_s/train_mini_batch",
     "mini_batches_cpu": "actor/cpu_s/train_mini_batch",
     "tokens": "chord/update_tokens",
+    "rank0_tokens_padded": "actor/tokens/train_mini_batch_padded",
     "response_tokens": "chord/update_response_tokens",
     "rss_gb": "actor/perf/max_memory_allocated_gb",
     "response_length": "response_length/mean",  # of the rollouts
@@ -196,13 +200,15 @@ def ray_process_starts(ray_dir: Path, start: float) -> list[tuple[float, str]]:
 
 
 # -- statistics ---------------------------------------------------------------------------------
-def values(runs: list[dict], key: str, warmup: int, per_1k_tokens: bool = False) -> list[list[float]]:
-    """Per run, the measured steps' values of `key` (optionally divided by thousands of tokens)."""
+def values(
+    runs: list[dict], key: str, warmup: int, per_1k_tokens: bool = False, tokens: str = "tokens"
+) -> list[list[float]]:
+    """Per run, the measured steps' values of `key` (optionally divided by thousands of `tokens`)."""
     out = []
     for run in runs:
         steps = run["steps"][warmup:]
         if per_1k_tokens:
-            out.append([s[key] / (s["tokens"] / 1000) for s in steps if s[key] is not None and s["tokens"]])
+            out.append([s[key] / (s[tokens] / 1000) for s in steps if s[key] is not None and s.get(tokens)])
         else:
             out.append([s[key] for s in steps if s[key] is not None])
     return out
@@ -243,9 +249,10 @@ def report(results: list[dict], warmup: int) -> str:
     )
     lines.append(
         "| case | runs | update_actor s: median (run medians) | s per 1k tokens | tokens/step | "
-        "rollout length (max) | step s | merge s | merge % of step | peak RSS GB | start-up s |"
+        "rank 0 forward tokens/step (padded) | rollout length (max) | step s | merge s | merge % of step "
+        "| peak RSS GB | start-up s |"
     )
-    lines.append("|---|---|---|---|---|---|---|---|---|---|---|")
+    lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for case, runs in by_case.items():
         upd = values(runs, "update_actor", warmup)
         per_tok = values(runs, "update_actor", warmup, per_1k_tokens=True)
@@ -258,6 +265,7 @@ def report(results: list[dict], warmup: int) -> str:
             f"| {case} | {len(runs)} | {pooled_median(upd):.3f} ({spread(upd)}) | "
             f"{pooled_median(per_tok):.4f} ({spread(per_tok)}) | "
             f"{pooled_median(values(runs, 'tokens', warmup)):.0f} | "
+            f"{pooled_median(values(runs, 'rank0_tokens_padded', warmup)) or 0:.0f} | "
             f"{pooled_median(values(runs, 'response_length', warmup)):.1f} "
             f"({max(v for r in values(runs, 'response_max', warmup) for v in r):.0f}) | {step:.3f} | "
             + (f"{merge:.4f} | {statistics.median(share):.2%} | " if merge is not None else "- | - | ")
@@ -280,10 +288,17 @@ def report(results: list[dict], warmup: int) -> str:
                 )
             cpu_case = values(runs, "mini_batches_cpu", warmup)
             if any(cpu_case):
-                for label, per_token in (("equal rows", False), ("equal tokens (per 1k tokens)", True)):
+                for label, per_token, tokens in (
+                    ("equal rows", False, "tokens"),
+                    ("equal tokens (per 1k real tokens)", True, "tokens"),
+                    # rank 0's CPU per token its forward passes ran on, padding included
+                    ("equal forward tokens (per 1k padded tokens of rank 0)", True, "rank0_tokens_padded"),
+                ):
+                    if not any(values(base, "mini_batches_cpu", warmup, per_token, tokens)):
+                        continue  # a run from before the padded-token metric
                     point, low, high = ratio_ci(
-                        values(runs, "mini_batches_cpu", warmup, per_token),
-                        values(base, "mini_batches_cpu", warmup, per_token),
+                        values(runs, "mini_batches_cpu", warmup, per_token, tokens),
+                        values(base, "mini_batches_cpu", warmup, per_token, tokens),
                     )
                     lines.append(
                         f"- actor mini-batches, CPU seconds of rank 0, {case} / grpo, {label}: "

@@ -13,7 +13,9 @@
   function's forward, all micro-batches) and `timing_s/train_mini_batch` (all mini-batches:
   forward, loss, backward, optimizer steps, metric gathering), and `cpu_s/train_mini_batch`:
   the CPU seconds this rank's process spent on the same (all its threads; unlike wall time,
-  hardly changed by other jobs on a shared machine).
+  hardly changed by other jobs on a shared machine); `tokens/train_mini_batch` and
+  `tokens/train_mini_batch_padded`: the real and the padded tokens (rows x longest row of each
+  micro-batch) its forward passes ran on.
 - `ChordActorRolloutRefWorker` (verl's `ActorRolloutRefWorker`): uses the worker above for actor
   and reference, and installs `chord_actor_loss` after `init_model` (which sets verl's loss).
 - Non-finite updates (`recipe.train.nonfinite`): the loss is wrapped to note non-finite terms
@@ -77,12 +79,28 @@ def init_cpu_process_group(timeout_s: float | None = None) -> None:
     )
 
 
+def micro_batch_tokens(data: Any) -> tuple[int, int]:
+    """(real, padded) tokens of a micro-batch: sum of row lengths, and rows x longest row (what
+    the forward runs on when verl pads each micro-batch, `use_remove_padding=false`)."""
+    ids = data["input_ids"]
+    if ids.is_nested:
+        lengths = ids.offsets().diff()
+    elif "attention_mask" in data:
+        lengths = data["attention_mask"].sum(-1)
+    else:
+        lengths = torch.full((ids.shape[0],), ids.shape[-1])
+    return int(lengths.sum()), int(lengths.numel() * lengths.max()) if lengths.numel() else 0
+
+
 class TimedLoss:
-    """A loss function that adds up the wall-clock seconds spent in its calls (`seconds`)."""
+    """A loss function that adds up the wall-clock seconds spent in its calls (`seconds`) and the
+    tokens of the micro-batches it saw (`tokens`, `padded_tokens`: `micro_batch_tokens`)."""
 
     def __init__(self, fn: Any) -> None:
         self.fn = fn
         self.seconds = 0.0
+        self.tokens = 0
+        self.padded_tokens = 0
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         start = time.perf_counter()
@@ -90,6 +108,10 @@ class TimedLoss:
             return self.fn(*args, **kwargs)
         finally:
             self.seconds += time.perf_counter() - start
+            if kwargs.get("data") is not None:
+                real, padded = micro_batch_tokens(kwargs["data"])
+                self.tokens += real
+                self.padded_tokens += padded
 
 
 class ChordTrainingWorker(TrainingWorker):
@@ -137,16 +159,20 @@ class ChordTrainingWorker(TrainingWorker):
             tu.pop(data, key="mini_batch_size", default=None)
             tu.assign_non_tensor(data, num_mini_batch=int(num_mini_batch))
         self._timing = {"chord_normalizer": 0.0}
-        loss_s = getattr(self.loss_fn, "seconds", 0.0)
+        counters = ("seconds", "tokens", "padded_tokens")
+        before = {k: getattr(self.loss_fn, k, 0) for k in counters}
         cpu_started = time.process_time()
         with simple_timer("train_mini_batch", self._timing):
             output = super().train_mini_batch(data)
         cpu_s = time.process_time() - cpu_started
-        self._timing["chord_loss"] = getattr(self.loss_fn, "seconds", 0.0) - loss_s
+        done = {k: getattr(self.loss_fn, k, 0) - before[k] for k in counters}
+        self._timing["chord_loss"] = done["seconds"]
         if output is not None:  # the rank that returns the metrics
             metrics = tu.get(output, "metrics")
             metrics.update({f"timing_s/{k}": v for k, v in self._timing.items()})
             metrics["cpu_s/train_mini_batch"] = cpu_s
+            metrics["tokens/train_mini_batch"] = float(done["tokens"])
+            metrics["tokens/train_mini_batch_padded"] = float(done["padded_tokens"])
         return output
 
     def train_batch(self, data: TensorDict) -> TensorDict:
