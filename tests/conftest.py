@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 
@@ -36,3 +38,16 @@ def tiny_tokenizer(tiny_model_dir):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(tiny_model_dir)
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory, request) -> Path:
+    """The CPU preset's inputs, built once per test module: the tiny model (`model/`) and the tiny
+    task (`data/`: 128 train, 16 validation and 64 expert rows), where `CHORD_WORKDIR` points."""
+    from chord.prepare.tiny_task import generate_tiny_task
+    from chord.tiny_model import build_tiny_model
+
+    root = tmp_path_factory.mktemp(request.module.__name__.rsplit(".", 1)[-1])
+    build_tiny_model(root / "model")
+    generate_tiny_task(root / "data", num_train=128, num_val=16, num_expert=64, seed=0)
+    return root

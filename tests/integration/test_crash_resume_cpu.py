@@ -134,17 +134,6 @@ class Job:
 
 
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory) -> Path:
-    from chord.prepare.tiny_task import generate_tiny_task
-    from chord.tiny_model import build_tiny_model
-
-    root = tmp_path_factory.mktemp("chord_crash")
-    build_tiny_model(root / "model")
-    generate_tiny_task(root / "data", num_train=128, num_val=16, num_expert=64, seed=0)
-    return root
-
-
-@pytest.fixture(scope="module")
 def story(workdir, tmp_path_factory) -> dict:
     run_dir = tmp_path_factory.mktemp("story")
     ckpt = run_dir / "checkpoints"

@@ -34,17 +34,6 @@ COMPARED = (
 )
 
 
-@pytest.fixture(scope="module")
-def workdir(tmp_path_factory) -> Path:
-    from chord.prepare.tiny_task import generate_tiny_task
-    from chord.tiny_model import build_tiny_model
-
-    root = tmp_path_factory.mktemp("chord_sweep")
-    build_tiny_model(root / "model")
-    generate_tiny_task(root / "data", num_train=128, num_val=16, num_expert=64, seed=0)
-    return root
-
-
 def launch(workdir: Path, log: Path, *overrides: str) -> None:
     cmd = [
         sys.executable, "-m", "recipe.train.main", "--config-name", "cpu_tiny", "method=chord_phi",

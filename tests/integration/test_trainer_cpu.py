@@ -22,17 +22,6 @@ REPO = Path(__file__).resolve().parents[2]
 STEPS = 3
 
 
-@pytest.fixture(scope="module")
-def workdir(tmp_path_factory) -> Path:
-    from chord.prepare.tiny_task import generate_tiny_task
-    from chord.tiny_model import build_tiny_model
-
-    root = tmp_path_factory.mktemp("chord_cpu")
-    build_tiny_model(root / "model")
-    generate_tiny_task(root / "data", num_train=128, num_val=16, num_expert=64, seed=0)
-    return root
-
-
 def run_trainer(workdir: Path, run_dir: Path, *overrides: str, steps: int = STEPS) -> list[dict]:
     """Train with the cpu_tiny preset; returns the per-step metrics rows."""
     metrics = run_dir / "metrics.jsonl"

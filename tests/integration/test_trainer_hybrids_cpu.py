@@ -11,7 +11,7 @@ import shutil
 
 import pytest
 
-from tests.integration.test_trainer_cpu import STEPS, run_trainer, workdir  # noqa: F401 (fixture)
+from tests.integration.test_trainer_cpu import STEPS, run_trainer
 
 pytestmark = pytest.mark.slow
 
@@ -20,7 +20,7 @@ def _steps(rows: list[dict]) -> list[int]:
     return [r["step"] for r in rows]
 
 
-def test_hpt_gates_prompts_and_trains_their_demonstrations(workdir, tmp_path):  # noqa: F811
+def test_hpt_gates_prompts_and_trains_their_demonstrations(workdir, tmp_path):
     rows = run_trainer(workdir, tmp_path, "method=hpt", "trainer.save_freq=-1")
     assert _steps(rows) == [1, 2, 3]
     for row in rows:
@@ -35,7 +35,7 @@ def test_hpt_gates_prompts_and_trains_their_demonstrations(workdir, tmp_path):  
     assert rows[0]["data"]["hpt/gated_prompts"] > 0
 
 
-def test_srft_logs_its_four_terms(workdir, tmp_path):  # noqa: F811
+def test_srft_logs_its_four_terms(workdir, tmp_path):
     rows = run_trainer(workdir, tmp_path, "method=srft", "trainer.save_freq=-1")
     assert _steps(rows) == [1, 2, 3]
     for row in rows:
@@ -61,7 +61,7 @@ RELIFT = ("method=relift", "chord.relift.correct_threshold=2.0", "chord.relift.b
 
 
 @pytest.fixture(scope="module")
-def relift_run(workdir, tmp_path_factory):  # noqa: F811
+def relift_run(workdir, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("relift")
     rows = run_trainer(workdir, run_dir, *RELIFT, "trainer.save_freq=2")
     return run_dir, rows
@@ -80,7 +80,7 @@ def test_relift_takes_an_sft_round_when_its_buffer_is_full(relift_run):
     assert state["relift_buffer"]["rounds"] == 0 and len(state["relift_buffer"]["entries"]) == 32
 
 
-def test_relift_resume_gives_the_same_sft_rounds(relift_run, workdir, tmp_path):  # noqa: F811
+def test_relift_resume_gives_the_same_sft_rounds(relift_run, workdir, tmp_path):
     run_dir, rows = relift_run
     resumed_dir = tmp_path / "resumed"
     (resumed_dir / "checkpoints").mkdir(parents=True)

@@ -27,17 +27,6 @@ STEPS = 3
 UFT = ["method=uft", "chord.prefix.uft.total_steps=4"]
 
 
-@pytest.fixture(scope="module")
-def workdir(tmp_path_factory) -> Path:
-    from chord.prepare.tiny_task import generate_tiny_task
-    from chord.tiny_model import build_tiny_model
-
-    root = tmp_path_factory.mktemp("prefix_cpu")
-    build_tiny_model(root / "model")
-    generate_tiny_task(root / "data", num_train=128, num_val=16, num_expert=64, seed=0)
-    return root
-
-
 def run_trainer(workdir: Path, run_dir: Path, *overrides: str, steps: int = STEPS) -> list[dict]:
     """Train cpu_tiny with verl's rollout dump in `run_dir/rollouts`; the per-step metrics rows.
 

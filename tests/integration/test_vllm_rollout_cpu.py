@@ -56,17 +56,6 @@ def assert_rollout_matches_actor(rows: list[dict]) -> None:
         )
 
 
-@pytest.fixture(scope="module")
-def workdir(tmp_path_factory) -> Path:
-    from chord.prepare.tiny_task import generate_tiny_task
-    from chord.tiny_model import build_tiny_model
-
-    root = tmp_path_factory.mktemp("chord_vllm_cpu")
-    build_tiny_model(root / "model")
-    generate_tiny_task(root / "data", num_train=128, num_val=16, num_expert=64, seed=0)
-    return root
-
-
 def run_trainer(workdir: Path, run_dir: Path, *overrides: str, steps: int = STEPS) -> list[dict]:
     """Train with `cpu_tiny cpu_rollout=vllm` and rollout log-probs on; returns the step rows."""
     metrics = run_dir / "metrics.jsonl"
