@@ -1,4 +1,5 @@
-"""`TimedLoss`: the worker's loss wrapper adds up the seconds spent in the loss function."""
+"""`TimedLoss`: the worker's loss wrapper adds up the seconds spent in the loss function and the
+tokens (real, padded) of the micro-batches it saw."""
 
 from __future__ import annotations
 
