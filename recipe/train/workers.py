@@ -103,15 +103,16 @@ class TimedLoss:
         self.padded_tokens = 0
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        data = kwargs.get("data")
+        if data is not None and "input_ids" in data:
+            real, padded = micro_batch_tokens(data)
+            self.tokens += real
+            self.padded_tokens += padded
         start = time.perf_counter()
         try:
             return self.fn(*args, **kwargs)
         finally:
             self.seconds += time.perf_counter() - start
-            if kwargs.get("data") is not None:
-                real, padded = micro_batch_tokens(kwargs["data"])
-                self.tokens += real
-                self.padded_tokens += padded
 
 
 class ChordTrainingWorker(TrainingWorker):
